@@ -1,0 +1,198 @@
+#include "train/optim.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+
+namespace ts::train {
+namespace {
+
+// Glob with '*' (any run, dots included) and '?' (one character), over the whole name.
+bool glob_match(const char* name, const char* pattern) {
+  const char* star = nullptr;
+  const char* resume = nullptr;
+  while (*name) {
+    if (*pattern == '?' || (*pattern && *pattern != '*' && *pattern == *name)) {
+      ++name;
+      ++pattern;
+    } else if (*pattern == '*') {
+      star = pattern++;
+      resume = name;
+    } else if (star) {
+      pattern = star + 1;
+      name = ++resume;
+    } else {
+      return false;
+    }
+  }
+  while (*pattern == '*') ++pattern;
+  return *pattern == '\0';
+}
+
+}  // namespace
+
+bool name_matches(const std::string& name, const std::string& pattern) {
+  if (pattern.find_first_of("*?") != std::string::npos) return glob_match(name.c_str(), pattern.c_str());
+  if (name.size() < pattern.size() || name.compare(0, pattern.size(), pattern) != 0) return false;
+  return name.size() == pattern.size() || name[pattern.size()] == '.';
+}
+
+std::vector<std::string> select_parameter_names(const torch::nn::Module& module,
+                                                const std::vector<std::string>& patterns) {
+  const auto named = module.named_parameters(/*recurse=*/true);
+  std::vector<bool> used(patterns.size(), false);
+  std::vector<std::string> out;
+  for (const auto& item : named) {
+    bool selected = false;
+    for (size_t p = 0; p < patterns.size(); ++p) {
+      if (name_matches(item.key(), patterns[p])) {
+        used[p] = true;
+        selected = true;
+      }
+    }
+    if (selected) out.push_back(item.key());
+  }
+  for (size_t p = 0; p < patterns.size(); ++p) {
+    if (used[p]) continue;
+    std::string examples;
+    size_t shown = 0;
+    for (const auto& item : named) {
+      if (shown == 8) {
+        examples += ", ...";
+        break;
+      }
+      examples += (shown++ ? ", " : "") + item.key();
+    }
+    fail("parameter pattern \"{}\" matches none of the model's {} parameters (e.g. {})", patterns[p], named.size(),
+         examples);
+  }
+  return out;
+}
+
+std::vector<torch::Tensor> select_parameters(const torch::nn::Module& module, const std::vector<std::string>& patterns) {
+  const auto names = select_parameter_names(module, patterns);
+  const auto named = module.named_parameters(true);
+  std::vector<torch::Tensor> out;
+  out.reserve(names.size());
+  for (const auto& name : names) out.push_back(named[name]);
+  return out;
+}
+
+std::vector<std::string> top_layer_patterns(int64_t num_layers, int64_t k, const std::string& layer_prefix,
+                                            const std::vector<std::string>& above) {
+  if (k < 0 || k > num_layers) fail("top {} layers asked of a model with {} layers", k, num_layers);
+  std::vector<std::string> out;
+  for (int64_t layer = num_layers - k; layer < num_layers; ++layer) {
+    out.push_back(layer_prefix + "." + std::to_string(layer));
+  }
+  out.insert(out.end(), above.begin(), above.end());
+  return out;
+}
+
+int64_t set_trainable(torch::nn::Module& module, const std::vector<std::string>& patterns) {
+  const auto names = select_parameter_names(module, patterns);
+  auto named = module.named_parameters(true);
+  int64_t trainable = 0;
+  for (auto& item : named) {
+    const bool on = std::find(names.begin(), names.end(), item.key()) != names.end();
+    item.value().set_requires_grad(on);
+    trainable += on ? 1 : 0;
+  }
+  return trainable;
+}
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<torch::Tensor>& parameters,
+                                                        const OptimizerConfig& config) {
+  if (parameters.empty()) fail("optimizer \"{}\": no parameters to optimise", config.kind);
+  if (!(config.lr >= 0.0)) fail("optimizer \"{}\": learning rate {} must be >= 0", config.kind, config.lr);
+  if (config.kind == "adamw") {
+    auto options = torch::optim::AdamWOptions(config.lr)
+                       .betas(std::make_tuple(config.beta1, config.beta2))
+                       .eps(config.eps)
+                       .weight_decay(config.weight_decay);
+    return std::make_unique<torch::optim::AdamW>(parameters, options);
+  }
+  if (config.kind == "sgd") {
+    auto options = torch::optim::SGDOptions(config.lr)
+                       .momentum(config.momentum)
+                       .weight_decay(config.weight_decay)
+                       .nesterov(config.nesterov);
+    return std::make_unique<torch::optim::SGD>(parameters, options);
+  }
+  fail("unknown optimizer \"{}\"; expected adamw or sgd", config.kind);
+}
+
+ScheduleKind schedule_kind_from_name(const std::string& name) {
+  if (name == "constant") return ScheduleKind::Constant;
+  if (name == "linear") return ScheduleKind::Linear;
+  if (name == "cosine") return ScheduleKind::Cosine;
+  fail("unknown schedule \"{}\"; expected constant, linear or cosine", name);
+}
+
+double Schedule::factor(int64_t step) const {
+  if (step < warmup_steps) return static_cast<double>(step) / static_cast<double>(std::max<int64_t>(1, warmup_steps));
+  const double span = static_cast<double>(std::max<int64_t>(1, total_steps - warmup_steps));
+  switch (kind) {
+    case ScheduleKind::Constant:
+      return 1.0;
+    case ScheduleKind::Linear:
+      return std::max(0.0, static_cast<double>(total_steps - step) / span);
+    case ScheduleKind::Cosine: {
+      const double progress = static_cast<double>(step - warmup_steps) / span;
+      return std::max(0.0, 0.5 * (1.0 + std::cos(M_PI * num_cycles * 2.0 * progress)));
+    }
+  }
+  return 1.0;
+}
+
+LrScheduler::LrScheduler(torch::optim::Optimizer& optimizer, Schedule schedule, double base_lr)
+    : optimizer_(optimizer), schedule_(schedule), base_lr_(base_lr) {
+  if (schedule_.kind != ScheduleKind::Constant && schedule_.total_steps <= 0) {
+    fail("learning-rate schedule needs total_steps > 0, got {}", schedule_.total_steps);
+  }
+  if (schedule_.warmup_steps < 0) fail("warm-up steps {} must be >= 0", schedule_.warmup_steps);
+  apply();
+}
+
+void LrScheduler::step() {
+  ++step_;
+  apply();
+}
+
+double LrScheduler::current_lr() const { return base_lr_ * schedule_.factor(step_); }
+
+void LrScheduler::apply() {
+  const double lr = current_lr();
+  for (auto& group : optimizer_.param_groups()) group.options().set_lr(lr);
+}
+
+double clip_grad_norm(const std::vector<torch::Tensor>& parameters, double max_norm) {
+  std::vector<torch::Tensor> with_grad;
+  for (const auto& p : parameters)
+    if (p.grad().defined()) with_grad.push_back(p);
+  if (with_grad.empty()) return 0.0;
+  return torch::nn::utils::clip_grad_norm_(with_grad, max_norm);
+}
+
+GradientAccumulator::GradientAccumulator(int64_t steps) : steps_(steps) {
+  if (steps < 1) fail("gradient accumulation steps must be >= 1, got {}", steps);
+}
+
+bool GradientAccumulator::micro_step() {
+  if (++pending_ < steps_) return false;
+  pending_ = 0;
+  return true;
+}
+
+bool GradientAccumulator::flush() {
+  const bool any = pending_ > 0;
+  pending_ = 0;
+  return any;
+}
+
+int64_t GradientAccumulator::updates_per_epoch(int64_t micro_batches) const {
+  return (micro_batches + steps_ - 1) / steps_;
+}
+
+}  // namespace ts::train

@@ -1,0 +1,115 @@
+#pragma once
+// Optimisers over a chosen set of parameters, learning-rate schedules (Hugging Face semantics), gradient clipping
+// and gradient accumulation.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+namespace ts::train {
+
+// ---- parameter selection by name ----
+//
+// A pattern selects the parameters whose name (as in module.named_parameters(), e.g.
+// "bert.encoder.layer.11.attention.self.query.weight") it matches:
+//   - with '*' or '?' it is a glob over the whole name ('*' also crosses dots): "bert.encoder.layer.1*.output.*"
+//   - otherwise it is a prefix on dot boundaries: "bert.encoder.layer.1" matches "bert.encoder.layer.1.x" and
+//     "bert.encoder.layer.1" itself, but not "bert.encoder.layer.11.x".
+bool name_matches(const std::string& name, const std::string& pattern);
+
+// The names of the parameters matching any pattern, in named_parameters() order. Throws ts::Error naming a pattern
+// that matches nothing (with some of the names that exist), since a misspelt pattern would silently freeze a model.
+std::vector<std::string> select_parameter_names(const torch::nn::Module& module,
+                                                const std::vector<std::string>& patterns);
+std::vector<torch::Tensor> select_parameters(const torch::nn::Module& module, const std::vector<std::string>& patterns);
+
+// Patterns for "the top k encoder layers and what sits above them", for a model with `num_layers` layers:
+//   top_layer_patterns(12, 1) = {"bert.encoder.layer.11", "bert.pooler", "classifier"}
+// (the reference's stage 1). `above` lists what sits above the encoder.
+std::vector<std::string> top_layer_patterns(int64_t num_layers, int64_t k,
+                                            const std::string& layer_prefix = "bert.encoder.layer",
+                                            const std::vector<std::string>& above = {"bert.pooler", "classifier"});
+
+// requires_grad = true on the parameters matching `patterns`, false on every other; returns how many tensors are
+// trainable. Patterns {"*"} unfreeze everything.
+int64_t set_trainable(torch::nn::Module& module, const std::vector<std::string>& patterns);
+
+// ---- optimisers ----
+
+struct OptimizerConfig {
+  std::string kind = "adamw";  // "adamw" or "sgd"
+  double lr = 1e-5;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;  // AdamW
+  double weight_decay = 0.0;                       // both
+  double momentum = 0.0;                           // SGD
+  bool nesterov = false;                           // SGD
+};
+
+// torch::optim::AdamW or SGD over `parameters`.
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<torch::Tensor>& parameters,
+                                                        const OptimizerConfig& config);
+
+// ---- learning-rate schedules ----
+
+enum class ScheduleKind { Constant, Linear, Cosine };
+ScheduleKind schedule_kind_from_name(const std::string& name);  // "constant", "linear", "cosine"
+
+// The lr factor at optimizer step `step` (0-based: the factor used for the first update is factor(0)), as
+// transformers' get_{constant,linear,cosine}_schedule_with_warmup:
+//   step < warmup: step / max(1, warmup)
+//   constant:      1
+//   linear:        max(0, (total − step) / max(1, total − warmup))
+//   cosine:        max(0, ½ (1 + cos(π · 2 · cycles · progress))), progress = (step − warmup) / max(1, total − warmup)
+struct Schedule {
+  ScheduleKind kind = ScheduleKind::Linear;
+  int64_t warmup_steps = 0;
+  int64_t total_steps = 0;
+  double num_cycles = 0.5;  // cosine
+  double factor(int64_t step) const;
+};
+
+// Drives an optimizer's learning rate per step, like torch's LambdaLR: on construction every parameter group's lr is
+// set to base_lr × factor(0); each step() (call it after optimizer.step()) advances one step and sets the lr again.
+class LrScheduler {
+ public:
+  LrScheduler(torch::optim::Optimizer& optimizer, Schedule schedule, double base_lr);
+  void step();
+  int64_t current_step() const { return step_; }
+  double current_lr() const;
+
+ private:
+  void apply();
+  torch::optim::Optimizer& optimizer_;
+  Schedule schedule_;
+  double base_lr_;
+  int64_t step_ = 0;
+};
+
+// ---- gradients ----
+
+// Clips the global L2 norm of the gradients of `parameters` to max_norm (torch::nn::utils::clip_grad_norm_) and
+// returns the norm before clipping. Parameters without a gradient are ignored.
+double clip_grad_norm(const std::vector<torch::Tensor>& parameters, double max_norm);
+
+// Gradient accumulation over `steps` micro-batches: scale each micro-batch loss by loss_scale(), call
+// micro_step() after backward(); when it returns true, clip, step the optimizer and the schedule, and zero the grads.
+// At the end of an epoch, flush() says whether a partial group is pending (then step once more).
+class GradientAccumulator {
+ public:
+  explicit GradientAccumulator(int64_t steps);
+  double loss_scale() const { return 1.0 / static_cast<double>(steps_); }
+  bool micro_step();
+  bool flush();
+  int64_t pending() const { return pending_; }
+  int64_t steps() const { return steps_; }
+  // Optimizer updates for an epoch of `micro_batches` batches (the last partial group counts as one when flushed).
+  int64_t updates_per_epoch(int64_t micro_batches) const;
+
+ private:
+  int64_t steps_;
+  int64_t pending_ = 0;
+};
+
+}  // namespace ts::train
