@@ -1,0 +1,151 @@
+// Parameter selection, optimisers, schedules, clipping and accumulation.
+#include <cmath>
+
+#include <catch2/catch.hpp>
+
+#include "core/error.h"
+#include "train/optim.h"
+
+using namespace ts::train;
+
+namespace {
+
+// The parameter names of a BERT classifier, Hugging Face style, with tiny shapes.
+struct TinyEncoderImpl : torch::nn::Module {
+  torch::nn::ModuleList layer;
+  explicit TinyEncoderImpl(int layers) {
+    for (int i = 0; i < layers; ++i) layer->push_back(torch::nn::Linear(2, 2));
+    register_module("layer", layer);
+  }
+};
+TORCH_MODULE(TinyEncoder);
+
+struct TinyPoolerImpl : torch::nn::Module {
+  torch::nn::Linear dense{2, 2};
+  TinyPoolerImpl() { register_module("dense", dense); }
+};
+TORCH_MODULE(TinyPooler);
+
+struct TinyBertImpl : torch::nn::Module {
+  TinyEncoder encoder{12};
+  TinyPooler pooler;
+  TinyBertImpl() {
+    register_module("encoder", encoder);
+    register_module("pooler", pooler);
+  }
+};
+TORCH_MODULE(TinyBert);
+
+struct TinyClassifierImpl : torch::nn::Module {
+  TinyBert bert;
+  torch::nn::Linear classifier{2, 2};
+  TinyClassifierImpl() {
+    register_module("bert", bert);
+    register_module("classifier", classifier);
+  }
+};
+TORCH_MODULE(TinyClassifier);
+
+}  // namespace
+
+TEST_CASE("name patterns: prefixes on dot boundaries and globs", "[optim]") {
+  CHECK(name_matches("bert.encoder.layer.1.weight", "bert.encoder.layer.1"));
+  CHECK_FALSE(name_matches("bert.encoder.layer.11.weight", "bert.encoder.layer.1"));
+  CHECK(name_matches("classifier", "classifier"));
+  CHECK(name_matches("bert.encoder.layer.11.weight", "bert.encoder.layer.1*"));
+  CHECK(name_matches("bert.encoder.layer.10.bias", "*.bias"));
+  CHECK(name_matches("bert.encoder.layer.3.bias", "bert.encoder.layer.?.bias"));
+  CHECK_FALSE(name_matches("bert.encoder.layer.10.bias", "bert.encoder.layer.?.bias"));
+}
+
+TEST_CASE("select parameters of the top layers, freeze the rest", "[optim]") {
+  TinyClassifier model;
+  CHECK(top_layer_patterns(12, 1) ==
+        std::vector<std::string>{"bert.encoder.layer.11", "bert.pooler", "classifier"});
+  const auto names = select_parameter_names(*model, top_layer_patterns(12, 1));
+  CHECK(names == std::vector<std::string>{"bert.encoder.layer.11.weight", "bert.encoder.layer.11.bias",
+                                          "bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight",
+                                          "classifier.bias"});
+  CHECK(select_parameters(*model, {"bert.encoder.layer.1*"}).size() == 6);  // layers 1, 10, 11
+  CHECK(top_layer_patterns(12, 3, "bert.encoder.layer", {})[0] == "bert.encoder.layer.9");
+  CHECK_THROWS_WITH(select_parameter_names(*model, {"bert.encoder.layers.11"}),
+                    Catch::Contains("\"bert.encoder.layers.11\" matches none") && Catch::Contains("bert.encoder.layer.0.weight"));
+
+  CHECK(set_trainable(*model, top_layer_patterns(12, 1)) == 6);
+  auto named = model->named_parameters();
+  CHECK_FALSE(named["bert.encoder.layer.10.weight"].requires_grad());
+  CHECK(named["bert.encoder.layer.11.weight"].requires_grad());
+  CHECK(set_trainable(*model, {"*"}) == static_cast<int64_t>(named.size()));
+}
+
+TEST_CASE("schedules follow transformers' semantics", "[optim]") {
+  Schedule linear{ScheduleKind::Linear, 10, 110};
+  CHECK(linear.factor(0) == 0.0);
+  CHECK(linear.factor(5) == Approx(0.5));
+  CHECK(linear.factor(10) == Approx(1.0));
+  CHECK(linear.factor(60) == Approx(0.5));
+  CHECK(linear.factor(110) == 0.0);
+  CHECK(linear.factor(150) == 0.0);
+  Schedule no_warmup{ScheduleKind::Linear, 0, 4};
+  CHECK(no_warmup.factor(0) == 1.0);
+  CHECK(no_warmup.factor(3) == Approx(0.25));
+  Schedule cosine{ScheduleKind::Cosine, 0, 100};
+  CHECK(cosine.factor(25) == Approx(0.5 * (1 + std::cos(M_PI / 4))));
+  CHECK(cosine.factor(50) == Approx(0.5));
+  CHECK(cosine.factor(100) == Approx(0.0).margin(1e-12));
+  Schedule constant{ScheduleKind::Constant, 4, 0};
+  CHECK(constant.factor(2) == Approx(0.5));
+  CHECK(constant.factor(1000) == 1.0);
+  CHECK(schedule_kind_from_name("cosine") == ScheduleKind::Cosine);
+}
+
+TEST_CASE("AdamW with a per-step linear schedule, clipping, accumulation", "[optim]") {
+  auto w = torch::ones({3}, torch::kFloat32).requires_grad_(true);
+  OptimizerConfig config;
+  config.lr = 1e-1;
+  auto optimizer = make_optimizer({w}, config);
+  const auto& options = static_cast<const torch::optim::AdamWOptions&>(optimizer->param_groups()[0].options());
+  CHECK(std::get<0>(options.betas()) == 0.9);
+  CHECK(std::get<1>(options.betas()) == 0.999);
+  CHECK(options.eps() == 1e-8);
+  CHECK(options.weight_decay() == 0.0);
+
+  LrScheduler scheduler(*optimizer, Schedule{ScheduleKind::Linear, 0, 4}, 1e-1);
+  std::vector<double> lrs;
+  for (int step = 0; step < 4; ++step) {
+    lrs.push_back(optimizer->param_groups()[0].options().get_lr());
+    optimizer->zero_grad();
+    (w * w).sum().backward();
+    // grad = 2w = [2, 2, 2], norm 2·sqrt(3); clipping to 1 scales it to norm 1.
+    const double norm = clip_grad_norm({w}, 1.0);
+    CHECK(norm == Approx(2.0 * std::sqrt(3.0) * w[0].item<double>()).epsilon(1e-5));
+    CHECK(w.grad().norm().item<double>() == Approx(1.0).epsilon(1e-4));
+    optimizer->step();
+    scheduler.step();
+  }
+  REQUIRE(lrs.size() == 4);
+  CHECK(lrs[0] == Approx(0.1));
+  CHECK(lrs[1] == Approx(0.075));
+  CHECK(lrs[2] == Approx(0.05));
+  CHECK(lrs[3] == Approx(0.025));
+  CHECK(scheduler.current_lr() == 0.0);
+  // Adam's first step moves every weight by about lr (normalised gradient).
+  CHECK(w[0].item<double>() == Approx(1.0 - 0.1 - 0.075 - 0.05 - 0.025).margin(5e-3));
+
+  config.kind = "sgd";
+  config.momentum = 0.9;
+  auto sgd = make_optimizer({w}, config);
+  CHECK(static_cast<const torch::optim::SGDOptions&>(sgd->param_groups()[0].options()).momentum() == 0.9);
+  config.kind = "lamb";
+  CHECK_THROWS_WITH(make_optimizer({w}, config), Catch::Contains("unknown optimizer \"lamb\""));
+
+  GradientAccumulator accumulate(3);
+  CHECK(accumulate.loss_scale() == Approx(1.0 / 3.0));
+  std::vector<bool> steps;
+  for (int i = 0; i < 7; ++i) steps.push_back(accumulate.micro_step());
+  CHECK(steps == std::vector<bool>{false, false, true, false, false, true, false});
+  CHECK(accumulate.flush());
+  CHECK_FALSE(accumulate.flush());
+  CHECK(accumulate.updates_per_epoch(7) == 3);
+  CHECK_THROWS_AS(GradientAccumulator(0), ts::Error);
+}
