@@ -312,22 +312,30 @@ MaskedLMOutputs BertForMaskedLMImpl::forward(const torch::Tensor& input_ids, con
   return out;
 }
 
+namespace {
+
+void init_one(torch::nn::Module& module, double range) {
+  if (auto* linear = dynamic_cast<nn::LinearImpl*>(&module)) {
+    linear->weight.normal_(0.0, range);
+    if (linear->bias.defined()) linear->bias.zero_();
+  } else if (auto* embedding = dynamic_cast<nn::EmbeddingImpl*>(&module)) {
+    embedding->weight.normal_(0.0, range);
+    if (const auto& padding = embedding->options.padding_idx()) embedding->weight[*padding].zero_();
+  } else if (auto* norm = dynamic_cast<nn::LayerNormImpl*>(&module)) {
+    norm->weight.fill_(1.0);
+    norm->bias.zero_();
+  } else if (auto* head = dynamic_cast<BertLMPredictionHeadImpl*>(&module)) {
+    head->bias.zero_();
+  }
+}
+
+}  // namespace
+
 void init_bert_weights(torch::nn::Module& module, const BertConfig& config) {
   torch::NoGradGuard no_grad;
-  for (const auto& child : module.modules(/*include_self=*/true)) {
-    if (auto* linear = child->as<nn::Linear>()) {
-      linear->weight.normal_(0.0, config.initializer_range);
-      if (linear->bias.defined()) linear->bias.zero_();
-    } else if (auto* embedding = child->as<nn::Embedding>()) {
-      embedding->weight.normal_(0.0, config.initializer_range);
-      if (const auto& padding = embedding->options.padding_idx()) embedding->weight[*padding].zero_();
-    } else if (auto* norm = child->as<nn::LayerNorm>()) {
-      norm->weight.fill_(1.0);
-      norm->bias.zero_();
-    } else if (auto* head = child->as<BertLMPredictionHead>()) {
-      head->bias.zero_();
-    }
-  }
+  // modules(include_self) would need `module` in a shared_ptr, which it is not yet inside a constructor.
+  init_one(module, config.initializer_range);
+  for (const auto& child : module.modules(/*include_self=*/false)) init_one(*child, config.initializer_range);
 }
 
 }  // namespace ts

@@ -213,12 +213,8 @@ LoadReport load_weights(torch::nn::Module& module, const safetensors::File& file
       fail("'{}': tensors '{}' and another both load into '{}'", file.label(), view.name, key);
     torch::Tensor& parameter = target->second;
     if (parameter.sizes() != c10::IntArrayRef(view.shape)) {
-      if (!ignore_mismatched_sizes)
-        fail("size mismatch for '{}' loading '{}' into {}: the checkpoint has shape {}, the model has {}. "
-             "Check num_labels and the model config, or load with ignore_mismatched_sizes to re-initialise it",
-             key, file.label(), model_class, shape_text(view.shape), shape_text(parameter.sizes()));
-      report.mismatched.push_back(
-          fmt::format("{}: checkpoint {} vs model {}", key, shape_text(view.shape), shape_text(parameter.sizes())));
+      report.mismatched.push_back(fmt::format("size mismatch for '{}': the checkpoint has shape {}, the model has {}",
+                                              key, shape_text(view.shape), shape_text(parameter.sizes())));
       continue;
     }
     const torch::Tensor source = tensor_from_view(view, file.label());
@@ -233,6 +229,13 @@ LoadReport load_weights(torch::nn::Module& module, const safetensors::File& file
   }
   for (const auto& [key, tensor] : targets)
     if (!filled.count(key)) report.missing.push_back(key);
+  if (!report.mismatched.empty() && !ignore_mismatched_sizes) {
+    std::string lines;
+    for (const auto& line : report.mismatched) lines += "\n  " + line;
+    fail("error loading '{}' into {}:{}\nCheck num_labels and the model config, or load with "
+         "ignore_mismatched_sizes to re-initialise these weights",
+         file.label(), model_class, lines);
+  }
 
   const std::string where = file.label();
   if (!report.unexpected.empty())
