@@ -241,8 +241,9 @@ Client::Client(ClientSettings settings) : settings_(std::move(settings)), impl_(
   impl_->multi = curl_multi_init();
   if (!impl_->multi) fail("libcurl could not create a multi handle");
   const long connections = settings_.concurrency;
-  curl_multi_setopt(impl_->multi, CURLMOPT_MAX_HOST_CONNECTIONS, connections);
-  curl_multi_setopt(impl_->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, connections);
+  // In-flight transfers are capped by our own queue, not by libcurl's connection limits: a connection that is being
+  // torn down (after a timeout or a hang-up) still counts against those, and a transfer queued behind it would time
+  // out without ever being sent. The cache keeps one idle connection per slot for reuse.
   curl_multi_setopt(impl_->multi, CURLMOPT_MAXCONNECTS, connections);
   curl_multi_setopt(impl_->multi, CURLMOPT_PIPELINING, long(CURLPIPE_MULTIPLEX));
   impl_->jitter.seed(settings_.jitter_seed);
@@ -429,7 +430,6 @@ std::vector<ChatResult> Client::map(const std::vector<ChatRequest>& requests, co
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, long(settings_.connect_timeout_seconds * 1000));
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(easy, CURLOPT_PIPEWAIT, 1L);
     curl_easy_setopt(easy, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(easy, CURLOPT_USERAGENT, "twostage-llm/0.1");
     const CURLMcode added = curl_multi_add_handle(impl.multi, easy);
