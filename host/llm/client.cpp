@@ -430,7 +430,6 @@ std::vector<ChatResult> Client::map(const std::vector<ChatRequest>& requests, co
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, long(settings_.connect_timeout_seconds * 1000));
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(easy, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(easy, CURLOPT_USERAGENT, "twostage-llm/0.1");
     const CURLMcode added = curl_multi_add_handle(impl.multi, easy);
     if (added != CURLM_OK) fail("libcurl could not start a transfer: {}", curl_multi_strerror(added));

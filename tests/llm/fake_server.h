@@ -79,6 +79,7 @@ class FakeServer {
   std::string retry_after = "1";
   std::string retry_after_ms;  // empty: header not sent
   std::int64_t usage_total = 0;  // 0: usage derived from the text sizes
+  bool record_requests = true;   // keep bodies and Authorization headers (the benchmark turns this off)
 
   int requests_for(const std::string& prompt) const {
     std::lock_guard lock(mutex_);
@@ -127,8 +128,10 @@ class FakeServer {
       auto& times = arrivals_[prompt];
       times.push_back(Clock::now());
       attempt = int(times.size());
-      bodies_.push_back(body);
-      authorizations_.push_back(authorization);
+      if (record_requests) {
+        bodies_.push_back(body);
+        authorizations_.push_back(authorization);
+      }
     }
     const bool key_ok = expected_key_.empty() || authorization == "Bearer " + expected_key_;
     const Fault fault = key_ok ? policy(prompt, attempt) : Fault::unauthorized;
