@@ -1,1 +1,137 @@
-int main() { return 0; }
+// twostage: the command line. `run` executes a Lua recipe; the other subcommands are plain C++ (host/cli).
+#include <unistd.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "core/log.h"
+#include "runtime.h"
+#include "runtime/environment.h"
+
+namespace {
+
+constexpr const char* kUsage = R"(usage: twostage <command> [options]
+
+commands:
+  run RECIPE.lua [--set key=value]... [--out DIR] [--threads N] [--device cpu|cuda] [--seed N]
+                 [--unsafe] [--log-json FILE] [--quiet]
+        run a recipe; `twostage run RECIPE.lua --help` lists its settings
+  tokenize --vocab PATH [--cased] [--max-length N]
+        token ids of each line of standard input
+  predict --model DIR --input FILE --text-column NAME [--text-pair-column NAME] [--output FILE]
+          [--batch-size N] [--max-length N]
+        a classifier's predictions and logits as CSV
+  --help      this text
+  --version   versions of twostage, LibTorch and LuaJIT, and the BLAS in use
+
+A recipe may not run programs, load native code, or write outside its run folder and the paths named on the
+command line; --unsafe lifts this for recipes you trust.
+)";
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+std::string take_value(const std::vector<std::string>& args, size_t& i) {
+  if (i + 1 >= args.size()) throw UsageError(args[i] + " needs a value");
+  return args[++i];
+}
+
+int parse_int(const std::string& option, const std::string& text) {
+  char* end = nullptr;
+  const long value = std::strtol(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0') throw UsageError(option + " expects an integer, got '" + text + "'");
+  return static_cast<int>(value);
+}
+
+int run_command(const std::vector<std::string>& args, const std::string& command_line) {
+  ts::lua::RunOptions options;
+  options.command_line = command_line;
+  std::optional<std::string> json_log;
+  bool quiet = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (arg == "--set") {
+      auto [key, value] = ts::split_assignment(take_value(args, i));
+      options.overrides[key] = value;
+    } else if (arg.rfind("--set=", 0) == 0) {
+      auto [key, value] = ts::split_assignment(arg.substr(6));
+      options.overrides[key] = value;
+    } else if (arg == "--out") {
+      options.out = take_value(args, i);
+    } else if (arg == "--threads") {
+      options.threads = parse_int(arg, take_value(args, i));
+    } else if (arg == "--device") {
+      options.device = take_value(args, i);
+    } else if (arg == "--seed") {
+      options.seed = parse_int(arg, take_value(args, i));
+    } else if (arg == "--unsafe") {
+      options.unsafe = true;
+    } else if (arg == "--log-json") {
+      json_log = take_value(args, i);
+    } else if (arg == "--quiet") {
+      quiet = true;
+    } else if (arg == "--help" || arg == "-h") {
+      options.help = true;
+    } else if (!arg.empty() && arg[0] == '-') {
+      throw UsageError("unknown option '" + arg + "'");
+    } else if (options.recipe.empty()) {
+      options.recipe = arg;
+    } else {
+      throw UsageError("unexpected argument '" + arg + "' (settings are given as --set key=value)");
+    }
+  }
+  if (options.recipe.empty()) throw UsageError("run needs a recipe file");
+  if (!std::filesystem::exists(options.recipe)) throw ts::Error("no recipe file '" + options.recipe.string() + "'");
+
+  ts::log::init(quiet ? spdlog::level::warn : spdlog::level::info);
+  if (json_log) ts::log::add_json_file(*json_log);
+  options.device = ts::runtime::check_device(options.device);
+  if (!options.help) {
+    const auto plan = ts::runtime::set_threads(options.threads);
+    ts::log::info("threads",
+                  fmt::format("threads: torch {}, BLAS {} ({}); BLAS: {}", plan.torch_intra_op,
+                              plan.blas ? std::to_string(plan.blas) : std::string("shared"), plan.reason,
+                              ts::runtime::blas_description()),
+                  {{"torch_threads", plan.torch_intra_op}, {"blas_threads", plan.blas},
+                   {"blas", ts::runtime::blas_description()}});
+    if (ts::runtime::blas_is_reference())
+      ts::log::event(spdlog::level::warn, "slow_blas",
+                     "LibTorch is using the reference BLAS; apt-get install libopenblas0-pthread", {});
+  }
+  ts::lua::Runtime runtime(options);
+  return runtime.run();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  std::string command_line;
+  for (int i = 0; i < argc; ++i) command_line += (i ? " " : "") + std::string(argv[i]);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    std::cout << kUsage;
+    return args.empty() ? 2 : 0;
+  }
+  const std::string command = args[0];
+  const std::vector<std::string> rest(args.begin() + 1, args.end());
+  try {
+    if (command == "--version" || command == "version") {
+      std::cout << ts::runtime::version_report(ts::lua::luajit_version());
+      return 0;
+    }
+    if (command == "run") return run_command(rest, command_line);
+    if (command == "tokenize") return ts::cli::tokenize(rest);
+    if (command == "predict") return ts::cli::predict(rest);
+    throw UsageError("unknown command '" + command + "'");
+  } catch (const UsageError& error) {
+    std::cerr << "twostage: " << error.what() << "\n\n" << kUsage;
+    return 2;
+  } catch (const std::exception& error) {
+    std::cerr << "error: " << error.what() << "\n";
+    return 1;
+  }
+}

@@ -1,1 +1,382 @@
-// runtime
+#include "runtime.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <ctime>
+#include <iostream>
+
+#include <c10/util/Exception.h>
+#include <twostage/build_info.h>
+
+#include "core/log.h"
+#include "runtime/environment.h"
+
+namespace ts::lua {
+
+// ---- errors -----------------------------------------------------------------------------------------------------
+
+void raise(lua_State* L, const std::string& message) {
+  luaL_where(L, 1);
+  lua_pushlstring(L, message.data(), message.size());
+  lua_concat(L, 2);
+  lua_error(L);
+  std::abort();  // lua_error does not return
+}
+
+int convert_exceptions(lua_State* L, int (*body)(lua_State*)) {
+  // The message is copied out of the exception and the handler left before the Lua error is raised.
+  const char* failed = nullptr;
+  std::string message;
+  try {
+    return body(L);
+  } catch (const c10::Error& error) {
+    message = error.what_without_backtrace();
+    failed = "torch";
+  } catch (const std::exception& error) {
+    message = error.what();
+    failed = "host";
+  }
+  (void)failed;
+  luaL_where(L, 1);
+  lua_pushlstring(L, message.data(), message.size());
+  message.clear();
+  message.shrink_to_fit();
+  lua_concat(L, 2);
+  return lua_error(L);
+}
+
+// ---- userdata ---------------------------------------------------------------------------------------------------
+
+namespace {
+const char kIdentityTable = 0;  // its address is the registry key
+}
+
+bool push_existing(lua_State* L, const void* key) {
+  lua_pushlightuserdata(L, const_cast<char*>(&kIdentityTable));
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return false;
+  }
+  lua_pushlightuserdata(L, const_cast<void*>(key));
+  lua_rawget(L, -2);
+  lua_remove(L, -2);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return false;
+  }
+  return true;
+}
+
+void remember(lua_State* L, const void* key) {
+  const int value = lua_gettop(L);
+  lua_pushlightuserdata(L, const_cast<char*>(&kIdentityTable));
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_pushliteral(L, "v");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushlightuserdata(L, const_cast<char*>(&kIdentityTable));
+    lua_pushvalue(L, -2);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+  }
+  lua_pushlightuserdata(L, const_cast<void*>(key));
+  lua_pushvalue(L, value);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
+
+void define_type(lua_State* L, const char* type_name, const luaL_Reg* methods, const luaL_Reg* metamethods) {
+  luaL_newmetatable(L, type_name);
+  lua_pushstring(L, type_name);
+  lua_setfield(L, -2, "__name");
+  if (methods) {
+    lua_newtable(L);
+    for (const luaL_Reg* entry = methods; entry->name; ++entry) {
+      lua_pushcfunction(L, entry->func);
+      lua_setfield(L, -2, entry->name);
+    }
+    lua_setfield(L, -2, "__index");
+  }
+  if (metamethods)
+    for (const luaL_Reg* entry = metamethods; entry->name; ++entry) {
+      lua_pushcfunction(L, entry->func);
+      lua_setfield(L, -2, entry->name);
+    }
+  lua_pop(L, 1);
+}
+
+// ---- argument helpers -------------------------------------------------------------------------------------------
+
+std::string check_string(lua_State* L, int index) {
+  size_t length = 0;
+  const char* text = luaL_checklstring(L, index, &length);
+  return std::string(text, length);
+}
+
+std::optional<std::string> opt_string_field(lua_State* L, int table, const char* key) {
+  if (lua_isnoneornil(L, table)) return std::nullopt;
+  lua_getfield(L, table, key);
+  std::optional<std::string> value;
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TSTRING) fail("option '{}' expects a string, got {}", key, luaL_typename(L, -1));
+    size_t length = 0;
+    const char* text = lua_tolstring(L, -1, &length);
+    value = std::string(text, length);
+  }
+  lua_pop(L, 1);
+  return value;
+}
+
+std::optional<double> opt_number_field(lua_State* L, int table, const char* key) {
+  if (lua_isnoneornil(L, table)) return std::nullopt;
+  lua_getfield(L, table, key);
+  std::optional<double> value;
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TNUMBER) fail("option '{}' expects a number, got {}", key, luaL_typename(L, -1));
+    value = lua_tonumber(L, -1);
+  }
+  lua_pop(L, 1);
+  return value;
+}
+
+std::optional<bool> opt_bool_field(lua_State* L, int table, const char* key) {
+  if (lua_isnoneornil(L, table)) return std::nullopt;
+  lua_getfield(L, table, key);
+  std::optional<bool> value;
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TBOOLEAN) fail("option '{}' expects a boolean, got {}", key, luaL_typename(L, -1));
+    value = lua_toboolean(L, -1);
+  }
+  lua_pop(L, 1);
+  return value;
+}
+
+std::vector<std::string> check_string_list(lua_State* L, int index) {
+  luaL_checktype(L, index, LUA_TTABLE);
+  std::vector<std::string> items;
+  const size_t count = lua_objlen(L, index);
+  for (size_t i = 1; i <= count; ++i) {
+    lua_rawgeti(L, index, static_cast<int>(i));
+    if (lua_type(L, -1) != LUA_TSTRING) fail("item {} of the list is {}, expected a string", i, luaL_typename(L, -1));
+    size_t length = 0;
+    const char* text = lua_tolstring(L, -1, &length);
+    items.emplace_back(text, length);
+    lua_pop(L, 1);
+  }
+  return items;
+}
+
+// ---- registration -----------------------------------------------------------------------------------------------
+
+namespace {
+
+struct Registered {
+  const char* name;
+  OpenFunction open;
+};
+
+std::vector<Registered>& registry() {
+  static std::vector<Registered> entries;
+  return entries;
+}
+
+int open_native_module(lua_State* L) {
+  lua_newtable(L);
+  for (const auto& entry : registry()) {
+    entry.open(L);
+    if (!lua_istable(L, -1)) luaL_error(L, "binding '%s' left the stack unbalanced", entry.name);
+  }
+  return 1;
+}
+
+const char kRunStateKey = 0;
+const char kHelpShownKey = 0;  // error value that ends a run after `--help` printed the settings
+
+}  // namespace
+
+Registrar::Registrar(const char* name, OpenFunction open) { registry().push_back({name, open}); }
+
+RunState& run_state(lua_State* L) {
+  lua_pushlightuserdata(L, const_cast<char*>(&kRunStateKey));
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  auto* state = static_cast<RunState*>(lua_touserdata(L, -1));
+  lua_pop(L, 1);
+  if (!state) fail("no run state in this Lua state");
+  return *state;
+}
+
+// Ends the recipe quietly once `--help` has printed its settings (see bindings/settings.cpp).
+[[noreturn]] void stop_after_help(lua_State* L) {
+  lua_pushlightuserdata(L, const_cast<char*>(&kHelpShownKey));
+  lua_error(L);
+  std::abort();
+}
+
+// ---- paths and versions -----------------------------------------------------------------------------------------
+
+std::filesystem::path scripts_directory() {
+  std::error_code error;
+  const auto executable = std::filesystem::read_symlink("/proc/self/exe", error);
+  if (!error) {
+    const auto installed = executable.parent_path().parent_path() / "share" / "twostage" / "scripts";
+    if (std::filesystem::exists(installed / "twostage" / "init.lua")) return installed;
+  }
+  const std::filesystem::path source = std::filesystem::path(TWOSTAGE_SOURCE_DIR) / "scripts";
+  if (std::filesystem::exists(source / "twostage" / "init.lua")) return source;
+  return TWOSTAGE_SCRIPTS_INSTALL_DIR;
+}
+
+std::string luajit_version() { return LUAJIT_VERSION; }
+
+// ---- the runtime ------------------------------------------------------------------------------------------------
+
+void install_sandbox(lua_State* L, bool unsafe);  // bindings/sandbox.cpp
+void install_strict_globals(lua_State* L);        // bindings/sandbox.cpp
+
+namespace {
+
+int traceback_handler(lua_State* L) {
+  if (lua_touserdata(L, 1) == &kHelpShownKey) return 1;
+  const char* message = lua_tostring(L, 1);
+  if (!message) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+    message = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, message, 1);
+  return 1;
+}
+
+std::string timestamp_folder_name() {
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
+  std::tm local{};
+  localtime_r(&seconds, &local);
+  char buffer[64];
+  std::strftime(buffer, sizeof buffer, "%Y%m%d-%H%M%S", &local);
+  const auto millis =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  return fmt::format("{}-{:03d}", buffer, static_cast<int>(millis));
+}
+
+}  // namespace
+
+Runtime::Runtime(RunOptions options) : state_(std::make_unique<RunState>()) {
+  state_->options = std::move(options);
+  L_ = luaL_newstate();
+  if (!L_) fail("cannot create a Lua state (out of memory)");
+  open_libraries();
+}
+
+Runtime::~Runtime() {
+  if (L_) lua_close(L_);
+}
+
+void Runtime::open_libraries() {
+  lua_State* L = L_;
+  luaL_openlibs(L);
+
+  lua_pushlightuserdata(L, const_cast<char*>(&kRunStateKey));
+  lua_pushlightuserdata(L, state_.get());
+  lua_rawset(L, LUA_REGISTRYINDEX);
+
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "preload");
+  lua_pushcfunction(L, open_native_module);
+  lua_setfield(L, -2, "twostage.native");
+  lua_pop(L, 1);
+  const auto scripts = scripts_directory().string();
+  std::string path = scripts + "/?.lua;" + scripts + "/?/init.lua";
+  const auto& recipe = state_->options.recipe;
+  if (!recipe.empty()) {
+    const auto folder = std::filesystem::absolute(recipe).parent_path().string();
+    path += ";" + folder + "/?.lua;" + folder + "/?/init.lua";
+  }
+  lua_pushlstring(L, path.data(), path.size());
+  lua_setfield(L, -2, "path");
+  lua_pop(L, 1);
+
+  install_sandbox(L, state_->options.unsafe);
+  install_strict_globals(L);
+}
+
+void Runtime::execute(const std::string& source, const std::string& chunk_name) {
+  lua_State* L = L_;
+  lua_pushcfunction(L, traceback_handler);
+  const int handler = lua_gettop(L);
+  int status = luaL_loadbuffer(L, source.data(), source.size(), chunk_name.c_str());
+  if (status == 0) status = lua_pcall(L, 0, 0, handler);
+  if (status != 0) {
+    std::string message = lua_touserdata(L, -1) == &kHelpShownKey ? "" : (lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+    lua_settop(L, handler - 1);
+    if (!message.empty()) throw Error(message);
+    return;
+  }
+  lua_settop(L, handler - 1);
+}
+
+int Runtime::run() {
+  lua_State* L = L_;
+  auto& state = *state_;
+  const auto& options = state.options;
+
+  if (!options.help) {
+    if (options.out) {
+      state.run_dir = *options.out;
+    } else {
+      state.run_dir = std::filesystem::path("runs") / options.recipe.stem() / timestamp_folder_name();
+    }
+    std::filesystem::create_directories(state.run_dir);
+    state.write_policy.allow_tree(state.run_dir);
+    log::add_text_file((state.run_dir / "log.txt").string());
+    log::info("run", fmt::format("run folder {}", state.run_dir.string()), {{"run_dir", state.run_dir.string()}});
+  }
+  // A path named on the command line is one the user agreed to have written.
+  for (const auto& [key, value] : options.overrides) {
+    if (value.empty()) continue;
+    state.write_policy.allow_file(value);
+    if (value.back() == '/' || std::filesystem::is_directory(value)) state.write_policy.allow_tree(value);
+  }
+
+  lua_pushcfunction(L, traceback_handler);
+  const int handler = lua_gettop(L);
+  const std::string chunk_name = "@" + options.recipe.string();
+  std::string source;
+  try {
+    source = read_file(options.recipe);
+  } catch (const std::exception& error) {
+    std::cerr << "error: " << error.what() << "\n";
+    return 2;
+  }
+  // A leading "#!" line is allowed, as the standalone interpreter allows it.
+  if (source.rfind("#!", 0) == 0) source.insert(0, "--");
+  int status = luaL_loadbuffer(L, source.data(), source.size(), chunk_name.c_str());
+  if (status == 0) status = lua_pcall(L, 0, 0, handler);
+  int exit_status = 0;
+  if (status != 0) {
+    if (lua_touserdata(L, -1) != &kHelpShownKey) {
+      const char* message = lua_tostring(L, -1);
+      std::cerr << "error: " << (message ? message : "(no message)") << std::endl;
+      log::event(spdlog::level::err, "recipe_failed", message ? message : "", {});
+      exit_status = 1;
+    }
+  } else if (options.help) {
+    std::cout << "This recipe declares no settings.\n";
+  }
+  lua_settop(L, handler - 1);
+  log::close_files();
+  return exit_status;
+}
+
+}  // namespace ts::lua
+
+namespace ts::lua {
+void check_write(lua_State* L, const std::filesystem::path& path) {
+  auto& state = run_state(L);
+  if (!state.options.unsafe) state.write_policy.check(path);
+}
+}  // namespace ts::lua

@@ -74,20 +74,23 @@ void init(spdlog::level::level_enum level) {
 
 void add_json_file(const std::string& path) {
   auto sink = std::make_shared<JsonLinesSink>(path);
+  auto target = logger();
   std::lock_guard lock(sinks_mutex);
-  logger()->sinks().push_back(sink);
+  target->sinks().push_back(sink);
 }
 
 void add_text_file(const std::string& path) {
   auto sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path, false);
   sink->set_pattern("[%Y-%m-%d %H:%M:%S.%e %l] %v");
+  auto target = logger();
   std::lock_guard lock(sinks_mutex);
-  logger()->sinks().push_back(sink);
+  target->sinks().push_back(sink);
 }
 
 void close_files() {
+  auto target = logger();
   std::lock_guard lock(sinks_mutex);
-  auto& sinks = logger()->sinks();
+  auto& sinks = target->sinks();
   sinks.erase(std::remove_if(sinks.begin(), sinks.end(), [](const auto& sink) { return sink != terminal_sink; }),
               sinks.end());
 }

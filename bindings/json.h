@@ -1,0 +1,12 @@
+#pragma once
+// Lua values <-> JSON. A table whose keys are exactly 1..n is an array; any other table is an object; an empty
+// table is an empty object unless made with json_array().
+#include <lua.hpp>
+#include <nlohmann/json.hpp>
+
+namespace ts::lua {
+
+nlohmann::json to_json(lua_State* L, int index);
+void push_json(lua_State* L, const nlohmann::json& value);
+
+}  // namespace ts::lua

@@ -1,0 +1,152 @@
+#pragma once
+// The small runtime every binding file uses: error conversion, userdata, registration, and the Lua state that runs a
+// recipe (sandbox, strict globals, settings, run folder).
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <lua.hpp>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "core/settings.h"
+
+namespace ts::lua {
+
+// ---- errors -----------------------------------------------------------------------------------------------------
+// Raises a Lua error "where: message" from C++. Never call it inside a catch block: LuaJIT unwinds with its own
+// exception, which must not meet an active C++ handler.
+[[noreturn]] void raise(lua_State* L, const std::string& message);
+
+// Runs `body` and turns any std::exception (c10::Error included) into a Lua error carrying its message, raised
+// after the catch block has been left (Love2D's rule). Every bound function goes through this.
+int convert_exceptions(lua_State* L, int (*body)(lua_State*));
+
+template <lua_CFunction Body>
+int guarded(lua_State* L) {
+  return convert_exceptions(L, Body);
+}
+
+// ---- userdata ---------------------------------------------------------------------------------------------------
+// A userdata owns one C++ value; its metatable is named `type_name`, and __gc runs the value's destructor.
+template <typename T, typename... Args>
+T& push_new(lua_State* L, const char* type_name, Args&&... args) {
+  void* memory = lua_newuserdata(L, sizeof(T));
+  T* object = new (memory) T(std::forward<Args>(args)...);
+  if (luaL_newmetatable(L, type_name)) {
+    // A type with no methods registered yet still gets a destructor.
+    lua_pushcfunction(L, [](lua_State* state) -> int {
+      static_cast<T*>(lua_touserdata(state, 1))->~T();
+      return 0;
+    });
+    lua_setfield(L, -2, "__gc");
+    lua_pushstring(L, type_name);
+    lua_setfield(L, -2, "__name");
+  }
+  lua_setmetatable(L, -2);
+  return *object;
+}
+
+template <typename T>
+T& check(lua_State* L, int index, const char* type_name) {
+  return *static_cast<T*>(luaL_checkudata(L, index, type_name));
+}
+
+template <typename T>
+T* test(lua_State* L, int index, const char* type_name) {
+  void* memory = lua_touserdata(L, index);
+  if (!memory || !lua_getmetatable(L, index)) return nullptr;
+  luaL_getmetatable(L, type_name);
+  const bool same = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return same ? static_cast<T*>(memory) : nullptr;
+}
+
+// Pushes the userdata that already stands for `key` (a native object's address) if Lua still holds one, so that the
+// same native object always has the same Lua identity; returns false (pushing nothing) otherwise. remember() records
+// the userdata on top of the stack. The table is weak-valued: it never keeps an object alive.
+bool push_existing(lua_State* L, const void* key);
+void remember(lua_State* L, const void* key);
+
+// Creates (or fetches) the metatable `type_name`, sets __index to a table of `methods` and adds `metamethods`.
+// All functions are wrapped with convert_exceptions by the caller (use guarded<>).
+void define_type(lua_State* L, const char* type_name, const luaL_Reg* methods, const luaL_Reg* metamethods);
+
+// ---- small argument helpers -------------------------------------------------------------------------------------
+std::string check_string(lua_State* L, int index);
+std::optional<std::string> opt_string_field(lua_State* L, int table, const char* key);
+std::optional<double> opt_number_field(lua_State* L, int table, const char* key);
+std::optional<bool> opt_bool_field(lua_State* L, int table, const char* key);
+std::vector<std::string> check_string_list(lua_State* L, int index);
+
+// ---- registration -----------------------------------------------------------------------------------------------
+// Each binding file registers a function that adds its entries to the `twostage.native` module table (on top of the
+// stack when called). Registration happens in static initialisers, so bindings/ is an object library.
+using OpenFunction = void (*)(lua_State* L);
+struct Registrar {
+  Registrar(const char* name, OpenFunction open);
+};
+#define TWOSTAGE_LUA_BINDING(name, function) \
+  static const ::ts::lua::Registrar twostage_lua_binding_##name(#name, function)
+
+// ---- the runtime ------------------------------------------------------------------------------------------------
+struct RunOptions {
+  std::filesystem::path recipe;                     // the recipe file
+  std::map<std::string, std::string> overrides;     // --set key=value
+  std::optional<std::filesystem::path> out;         // --out DIR: the run folder itself
+  std::optional<int64_t> seed;                      // --seed N
+  std::string device = "cpu";                       // --device
+  int threads = 0;                                  // --threads (0: all cores)
+  bool unsafe = false;                              // --unsafe
+  bool help = false;                                // RECIPE.lua --help: print its settings and stop
+  std::string command_line;                         // for config.json
+};
+
+// Host-side state of one run that bindings can reach through runtime_of(L).
+struct RunState {
+  RunOptions options;
+  std::filesystem::path run_dir;                    // empty until created
+  WritePolicy write_policy;
+  std::vector<SettingSpec> setting_specs;
+  std::map<std::string, ResolvedSetting> settings;  // after overrides
+  bool settings_declared = false;
+};
+
+RunState& run_state(lua_State* L);
+
+// Throws ts::Error unless the run may write `path` (its output folder, paths named on the command line, or
+// anything under --unsafe). Bindings that write files call this first.
+void check_write(lua_State* L, const std::filesystem::path& path);
+
+// Ends the recipe quietly after `RECIPE.lua --help` has printed its settings.
+[[noreturn]] void stop_after_help(lua_State* L);
+
+class Runtime {
+ public:
+  explicit Runtime(RunOptions options);
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  // Runs the recipe; prints `path:line: message` and a traceback on error. Returns the exit status.
+  int run();
+  // Runs a chunk of Lua source in the prepared state (tests use it). Throws ts::Error with the Lua message and
+  // traceback on failure.
+  void execute(const std::string& source, const std::string& chunk_name = "=test");
+  lua_State* state() { return L_; }
+  RunState& run_state() { return *state_; }
+
+ private:
+  void open_libraries();
+  std::unique_ptr<RunState> state_;
+  lua_State* L_ = nullptr;
+};
+
+// Where `require` finds scripts/: beside an installed executable (../share/twostage/scripts), or the source tree.
+std::filesystem::path scripts_directory();
+std::string luajit_version();
+
+}  // namespace ts::lua

@@ -1,0 +1,112 @@
+#include "runtime/environment.h"
+
+#include <dlfcn.h>
+#include <link.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <thread>
+
+#include <torch/torch.h>
+#include <torch/version.h>
+#include <twostage/build_info.h>
+
+#include "core/error.h"
+
+namespace ts::runtime {
+namespace {
+
+using openblas_set_threads_fn = void (*)(int);
+using openblas_get_config_fn = char* (*)();
+using openblas_get_parallel_fn = int (*)();
+
+template <typename Fn>
+Fn find_symbol(const char* name) {
+  return reinterpret_cast<Fn>(::dlsym(RTLD_DEFAULT, name));
+}
+
+// The file behind the loaded libblas.so.3 (Debian's alternatives pick OpenBLAS, BLIS or the reference BLAS).
+std::string loaded_blas_path() {
+  std::string found;
+  dl_iterate_phdr(
+      [](struct dl_phdr_info* info, size_t, void* data) {
+        if (info->dlpi_name && std::strstr(info->dlpi_name, "libblas.so")) {
+          char resolved[4096];
+          const char* path = realpath(info->dlpi_name, resolved) ? resolved : info->dlpi_name;
+          *static_cast<std::string*>(data) = path;
+          return 1;
+        }
+        return 0;
+      },
+      &found);
+  return found;
+}
+
+}  // namespace
+
+std::string blas_description() {
+  if (auto config = find_symbol<openblas_get_config_fn>("openblas_get_config")) {
+    std::string text = std::string("OpenBLAS ") + config();
+    if (auto parallel = find_symbol<openblas_get_parallel_fn>("openblas_get_parallel")) {
+      const int mode = parallel();
+      text += mode == 0 ? " (sequential)" : mode == 1 ? " (pthreads)" : " (OpenMP)";
+    }
+    return text;
+  }
+  if (find_symbol<void*>("mkl_get_max_threads")) return "Intel MKL";
+  const std::string path = loaded_blas_path();
+  if (path.find("/blas/") != std::string::npos)
+    return "reference BLAS " + path + " (about 35 times slower: apt-get install libopenblas0-pthread)";
+  if (!path.empty()) return path;
+  return "built into LibTorch";
+}
+
+bool blas_is_reference() { return blas_description().rfind("reference BLAS", 0) == 0; }
+
+ThreadPlan set_threads(int threads) {
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  ThreadPlan plan;
+  auto openblas_set = find_symbol<openblas_set_threads_fn>("openblas_set_num_threads");
+  if (openblas_set) {
+    plan.torch_intra_op = 1;
+    plan.blas = threads;
+    openblas_set(threads);
+    plan.reason = "OpenBLAS has its own thread pool: matrix products use it, torch's own kernels one thread";
+  } else {
+    plan.torch_intra_op = threads;
+    plan.blas = 0;
+    plan.reason = "the BLAS follows torch's thread pool";
+  }
+  at::set_num_threads(plan.torch_intra_op);
+  return plan;
+}
+
+std::string torch_version() {
+  return fmt::format("{}.{}.{}", TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR, TORCH_VERSION_PATCH);
+}
+
+std::string version_report(const std::string& luajit_version) {
+  return fmt::format("twostage {}\nLibTorch {}{}\n{}\nBLAS {}\n", TWOSTAGE_VERSION, torch_version(),
+                     torch::cuda::is_available() ? fmt::format(" (CUDA, {} device(s))", torch::cuda::device_count())
+                                                 : " (CPU)",
+                     luajit_version, blas_description());
+}
+
+std::string check_device(const std::string& device) {
+  if (device == "cpu") return device;
+  if (device.rfind("cuda", 0) == 0) {
+    if (!torch::cuda::is_available())
+      fail("--device {}: this LibTorch has no CUDA or no GPU is visible; build against a CUDA LibTorch "
+           "(-DTorch_DIR=...) or use --device cpu",
+           device);
+    torch::Device parsed(device);  // validates "cuda:N"
+    if (parsed.has_index() && parsed.index() >= static_cast<int>(torch::cuda::device_count()))
+      fail("--device {}: only {} CUDA device(s) visible", device, torch::cuda::device_count());
+    return device;
+  }
+  fail("--device expects cpu, cuda or cuda:N, got '{}'", device);
+}
+
+void manual_seed(uint64_t seed) { torch::manual_seed(seed); }
+
+}  // namespace ts::runtime

@@ -1,0 +1,32 @@
+#pragma once
+// The numeric environment of a run: threads, BLAS, device, seeds and versions.
+#include <string>
+
+namespace ts::runtime {
+
+struct ThreadPlan {
+  int torch_intra_op = 1;
+  int blas = 1;          // 0 when the BLAS has no pool of its own (it then follows torch)
+  std::string reason;    // why this split, for the log
+};
+
+// The BLAS that LibTorch calls, e.g. "OpenBLAS 0.3.21 (pthread)" or "reference BLAS (slow: install
+// libopenblas0-pthread)". Found by looking at the symbols and libraries loaded in this process.
+std::string blas_description();
+bool blas_is_reference();
+
+// Chooses and applies the thread split for `threads` cores (0: all of them). With a BLAS that has its own pool
+// (OpenBLAS), torch gets one intra-op thread and the BLAS gets `threads`: measured on Debian's LibTorch 1.13 on 2
+// cores, that was 1.5 to 2 times faster than both pools at 2, which oversubscribes the cores. Otherwise (MKL,
+// which follows torch) torch gets `threads`.
+ThreadPlan set_threads(int threads);
+
+std::string torch_version();
+std::string version_report(const std::string& luajit_version);
+
+// "cpu", "cuda" or "cuda:N". Throws ts::Error when CUDA is asked for and this LibTorch has none.
+std::string check_device(const std::string& device);
+
+void manual_seed(uint64_t seed);
+
+}  // namespace ts::runtime
