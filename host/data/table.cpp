@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/log.h"
 
 namespace ts::data {
 namespace {
@@ -465,6 +466,11 @@ Dataset read_table(const std::string& path, const TableOptions& options) {
     }
   }
 
+  if (out.dropped_empty > 0) {
+    ts::log::info("table.dropped_empty",
+                  fmt::format("{}: dropped {} rows with empty text ({} kept)", path, out.dropped_empty, kept.size()),
+                  {{"file", path}, {"dropped", out.dropped_empty}, {"kept", kept.size()}});
+  }
   out.texts.reserve(kept.size());
   out.row_numbers.reserve(kept.size());
   if (has_pair) out.pairs.reserve(kept.size());
