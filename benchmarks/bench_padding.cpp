@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <fstream>
 #include <map>
 #include <string>
@@ -64,6 +65,12 @@ Args parse(int argc, char** argv) {
   return a;
 }
 
+double process_cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
 double peak_rss_mib() {
   std::ifstream status("/proc/self/status");
   std::string line;
@@ -80,6 +87,8 @@ struct Mode {
 
 struct Result {
   double seconds_per_step = 0;
+  double cpu_seconds_per_step = 0;  // process CPU time (all threads): less disturbed by other jobs on a shared machine
+  double forward = 0, backward = 0, update = 0;  // seconds per step: forward + loss, backward, clip + AdamW + zero
   double tokens_per_step = 0;     // padded positions per timed step (batch × width)
   double epoch_padded_tokens = 0;  // over every batch of the epoch
   int64_t epoch_batches = 0;
@@ -143,6 +152,10 @@ int main(int argc, char** argv) try {
   };
 
   std::map<std::string, Result> results;
+  struct Sample {
+    double tokens, seconds;
+  };
+  std::vector<Sample> samples;  // every timed step of every mode, for the cost model below
   for (const auto& mode : modes) {
     torch::manual_seed(42);
     ts::BertForSequenceClassification model(config);
@@ -169,18 +182,33 @@ int main(int argc, char** argv) try {
     double timed = 0;
     for (int step = 0; step < args.warmup + args.steps; ++step) {
       auto b = ts::data::collate(rows, plan[static_cast<size_t>(step)], mode.batching);
-      const auto start = std::chrono::steady_clock::now();
+      using clock = std::chrono::steady_clock;
+      auto since = [](clock::time_point t) { return std::chrono::duration<double>(clock::now() - t).count(); };
+      const auto start = clock::now();
+      const double cpu_start = process_cpu_seconds();
       auto out = model->forward(b.input_ids.to(device), b.attention_mask.to(device), b.token_type_ids.to(device));
       auto loss = ts::train::cross_entropy(out.logits, b.labels.to(device));
-      optimizer->zero_grad();
+      (void)loss.item<double>();  // waits for the device
+      const double forward = since(start);
+      const auto backward_start = clock::now();
       loss.backward();
+      (void)parameters[0].grad().sum().item<double>();
+      const double backward = since(backward_start);
+      const auto update_start = clock::now();
       ts::train::clip_grad_norm(parameters, 1.0);
       optimizer->step();
       scheduler.step();
-      (void)loss.item<double>();  // waits for the device
-      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      optimizer->zero_grad();
+      (void)parameters[0].sum().item<double>();
+      const double update = since(update_start);
+      const double cpu = process_cpu_seconds() - cpu_start;
       if (step >= args.warmup) {
-        timed += seconds;
+        timed += forward + backward + update;
+        result.cpu_seconds_per_step += cpu / args.steps;
+        samples.push_back({static_cast<double>(b.input_ids.numel()), forward + backward + update});
+        result.forward += forward / args.steps;
+        result.backward += backward / args.steps;
+        result.update += update / args.steps;
         result.tokens_per_step += static_cast<double>(b.input_ids.numel());
       }
     }
@@ -188,8 +216,10 @@ int main(int argc, char** argv) try {
     result.tokens_per_step /= args.steps;
     result.peak_mib = peak_rss_mib();
     results[mode.name] = result;
-    std::printf("%-28s %8.3f s/step  %7.0f tokens/step  epoch: %5lld batches, %.2fM padded tokens  peak RSS %.0f MiB\n",
-                mode.name, result.seconds_per_step, result.tokens_per_step,
+    std::printf("%-28s %7.3f s/step, %.3f CPU s/step (forward %.3f, backward %.3f, update %.3f)  %5.0f tokens/step  epoch: %lld batches, "
+                "%.2fM padded tokens  peak RSS %.0f MiB\n",
+                mode.name, result.seconds_per_step, result.cpu_seconds_per_step, result.forward, result.backward, result.update,
+                result.tokens_per_step,
                 static_cast<long long>(result.epoch_batches), result.epoch_padded_tokens / 1e6, result.peak_mib);
     std::fflush(stdout);
   }
@@ -204,12 +234,23 @@ int main(int argc, char** argv) try {
   std::printf("speed-up of dynamic padding without buckets: %.2fx per step, padded-token ratio %.2fx\n",
               reference.seconds_per_step / unbucketed.seconds_per_step,
               reference.epoch_padded_tokens / unbucketed.epoch_padded_tokens);
-  // The timed steps are the first of the epoch; bucketed batches vary in width, so also project the whole epoch
-  // from the measured time per padded token (exact for fixed padding, where every batch is the same).
-  auto projected = [](const Result& r) { return r.seconds_per_step / r.tokens_per_step * r.epoch_padded_tokens; };
-  std::printf("projected epoch (time per padded token x the epoch's padded tokens): fixed %.0f s, buckets %.0f s, "
-              "no buckets %.0f s; speed-up %.2fx\n",
-              projected(reference), projected(ours), projected(unbucketed), projected(reference) / projected(ours));
+  std::printf("CPU time per step: %.2fx\n", reference.cpu_seconds_per_step / ours.cpu_seconds_per_step);
+  // The timed steps are the epoch's first, and bucketed batches vary in width, so project whole epochs with a cost
+  // model fitted to every timed step: seconds = fixed + per_token x padded tokens (least squares). `fixed` is the
+  // part no padding scheme saves (AdamW over all weights, clipping, the embedding gradient).
+  double mean_x = 0, mean_y = 0;
+  for (const auto& s : samples) mean_x += s.tokens / samples.size(), mean_y += s.seconds / samples.size();
+  double sxy = 0, sxx = 0;
+  for (const auto& s : samples) sxy += (s.tokens - mean_x) * (s.seconds - mean_y), sxx += (s.tokens - mean_x) * (s.tokens - mean_x);
+  const double per_token = sxx > 0 ? sxy / sxx : 0.0;
+  const double fixed_cost = mean_y - per_token * mean_x;
+  auto projected = [&](const Result& r) {
+    return fixed_cost * static_cast<double>(r.epoch_batches) + per_token * r.epoch_padded_tokens;
+  };
+  std::printf("cost model: %.3f s/step fixed + %.3f ms per padded token; projected epoch: fixed 128 %.0f s, buckets "
+              "%.0f s, no buckets %.0f s; speed-up %.2fx (buckets), %.2fx (no buckets)\n",
+              fixed_cost, per_token * 1e3, projected(reference), projected(ours), projected(unbucketed),
+              projected(reference) / projected(ours), projected(reference) / projected(unbucketed));
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "bench_padding: %s\n", e.what());
