@@ -230,6 +230,13 @@ TEST_CASE("the shared data sets load", "[table][data]") {
   Dataset reuters = read_table("../shared/data/reuters10/train.csv");
   CHECK(reuters.class_counts() == std::vector<int64_t>{3734, 2125, 355, 333, 259, 211, 97, 156, 135, 114});
 
+  Dataset dbpedia = read_table("../shared/data/dbpedia/train.csv");
+  CHECK(dbpedia.class_counts() == std::vector<int64_t>(14, 1000));
+  Dataset newsgroups = read_table("../shared/data/20ng/train.jsonl");
+  CHECK(newsgroups.size() == 11314);
+  CHECK(newsgroups.num_classes() == 20);
+  CHECK(newsgroups.class_names[0] == "alt.atheism");
+
   TableOptions trec;
   trec.label_column = "coarse";
   Dataset questions = read_table("../shared/data/trec/train.tsv", trec);
