@@ -36,8 +36,12 @@ template <typename T, typename... Args>
 T& push_new(lua_State* L, const char* type_name, Args&&... args) {
   void* memory = lua_newuserdata(L, sizeof(T));
   T* object = new (memory) T(std::forward<Args>(args)...);
-  if (luaL_newmetatable(L, type_name)) {
-    // A type with no methods registered yet still gets a destructor.
+  // The metatable may have been made by define_type, which knows nothing of T: the destructor is added here.
+  luaL_newmetatable(L, type_name);
+  lua_getfield(L, -1, "__gc");
+  const bool has_destructor = !lua_isnil(L, -1);
+  lua_pop(L, 1);
+  if (!has_destructor) {
     lua_pushcfunction(L, [](lua_State* state) -> int {
       static_cast<T*>(lua_touserdata(state, 1))->~T();
       return 0;

@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "runtime.h"
+#include "tensor.h"
 
 
 TEST_CASE("tensors: creation, shape and dtype") {
@@ -92,5 +93,37 @@ TEST_CASE("tensors: rows, items, tables and printing") {
     ok, message = pcall(function() return t.nonsense end)
     assert(not ok and message:find("no method or field 'nonsense'"), message)
     assert(ts.is_tensor(t) and not ts.is_tensor({}))
+  )");
+}
+
+TEST_CASE("a tensor userdata owns its at::Tensor and __gc releases it") {
+  ts::lua::RunOptions options;
+  ts::lua::Runtime runtime(options);
+  lua_State* L = runtime.state();
+  at::Tensor held = torch::ones({2});
+  ts::lua::push_tensor(L, held);
+  lua_pushstring(L, "held_by_lua");
+  lua_insert(L, -2);
+  lua_rawset(L, LUA_GLOBALSINDEX);
+  CHECK(held.use_count() == 2);
+  runtime.execute("rawset(_G, 'held_by_lua', nil) collectgarbage() collectgarbage()");
+  CHECK(held.use_count() == 1);
+}
+
+TEST_CASE("tokenizer in Lua: ids as Hugging Face's, and padded batches") {
+  ts::lua::RunOptions options;
+  ts::lua::Runtime runtime(options);
+  runtime.execute(R"(
+    local ts = require "twostage"
+    local tokenizer = ts.tokenizer("../shared/data/vocab/bert-base-uncased")
+    local ids = tokenizer:encode("Hello, world!")
+    assert(table.concat(ids, " ") == "101 7592 1010 2088 999 102", table.concat(ids, " "))
+    local batch = tokenizer:batch({"a short one", "a somewhat longer sentence than that"})
+    assert(batch.input_ids:size(1) == 2)
+    assert(batch.input_ids:size(2) == #tokenizer:encode("a somewhat longer sentence than that"))
+    assert(batch.attention_mask[1]:sum() == 5, "the mask covers [CLS] a short one [SEP]")
+    assert(batch.input_ids[1][6] == tokenizer:special_ids().pad)
+    local fixed = tokenizer:batch({"a"}, {pad_to = 16})
+    assert(fixed.input_ids:size(2) == 16)
   )");
 }
