@@ -1,0 +1,177 @@
+// Models in Lua: a sequence classifier (Hugging Face's linear head or the paper's MLP head) loaded from a Hugging Face
+// folder or built from a config; forward on a batch table; parameters by name; train/eval; save.
+#include "json.h"
+#include "model/checkpoint.h"
+#include "runtime.h"
+#include "tensor.h"
+#include "train/optim.h"
+
+namespace ts::lua {
+namespace {
+
+constexpr const char* kClassifierType = "twostage.Classifier";
+
+struct Classifier {
+  BertForSequenceClassification module;
+  std::filesystem::path source;  // the folder it came from, whose tokenizer files a save copies
+};
+
+Classifier& self(lua_State* L) { return check<Classifier>(L, 1, kClassifierType); }
+
+// {head = "paper" | "hf", head_hidden = 50, num_labels = C, device = "cpu"}
+LoadOptions load_options(lua_State* L, int index) {
+  LoadOptions options;
+  if (auto labels = opt_number_field(L, index, "num_labels")) options.num_labels = static_cast<int64_t>(*labels);
+  if (auto head = opt_string_field(L, index, "head")) {
+    if (*head == "paper")
+      options.head = "mlp";
+    else if (*head == "hf")
+      options.head = "linear";
+    else
+      fail("head '{}': expected \"paper\" (Linear-ReLU-Linear on the pooler) or \"hf\" (one Linear)", *head);
+  }
+  if (auto hidden = opt_number_field(L, index, "head_hidden")) options.head_hidden_size = static_cast<int64_t>(*hidden);
+  if (auto device = opt_string_field(L, index, "device")) options.device = torch::Device(*device);
+  if (auto ignore = opt_bool_field(L, index, "ignore_mismatched_sizes")) options.ignore_mismatched_sizes = *ignore;
+  return options;
+}
+
+// load_classifier(folder[, options]) -> model, report
+int load_classifier(lua_State* L) {
+  const std::string folder = check_string(L, 1);
+  LoadReport report;
+  auto module = load_sequence_classifier(folder, load_options(L, 2), &report);
+  push_new<Classifier>(L, kClassifierType, Classifier{module, folder});
+  push_json(L, {{"missing", report.missing}, {"unexpected", report.unexpected}, {"mismatched", report.mismatched}});
+  return 2;
+}
+
+// classifier_from_config(config table as config.json[, options]) -> a randomly initialised model
+int classifier_from_config(lua_State* L) {
+  auto config = BertConfig::from_json(to_json(L, 1), "classifier_from_config");
+  const auto options = load_options(L, 2);
+  if (options.num_labels) config.set_num_labels(*options.num_labels);
+  if (options.head) config.head.type = *options.head;
+  if (options.head_hidden_size) config.head.hidden_size = *options.head_hidden_size;
+  config.validate("classifier_from_config");
+  BertForSequenceClassification module(config);
+  module->to(options.device);
+  push_new<Classifier>(L, kClassifierType, Classifier{module, {}});
+  return 1;
+}
+
+at::Tensor batch_field(lua_State* L, int batch, const char* name, bool required) {
+  lua_getfield(L, batch, name);
+  at::Tensor tensor;
+  if (!lua_isnil(L, -1))
+    tensor = check_tensor(L, lua_gettop(L));
+  else if (required)
+    fail("the batch has no '{}' tensor", name);
+  lua_pop(L, 1);
+  return tensor;
+}
+
+// forward(batch) -> logits [B, C]; batch = {input_ids, attention_mask, token_type_ids}, moved to the model's device.
+int method_forward(lua_State* L) {
+  auto& model = self(L).module;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  const auto device = model->parameters().front().device();
+  auto on_device = [&](const at::Tensor& t) { return t.defined() ? t.to(device) : t; };
+  const auto outputs = model->forward(on_device(batch_field(L, 2, "input_ids", true)),
+                                      on_device(batch_field(L, 2, "attention_mask", false)),
+                                      on_device(batch_field(L, 2, "token_type_ids", false)));
+  push_tensor(L, outputs.logits);
+  return 1;
+}
+
+int method_train(lua_State* L) {
+  self(L).module->train(lua_isnoneornil(L, 2) ? true : lua_toboolean(L, 2));
+  lua_settop(L, 1);
+  return 1;
+}
+
+int method_eval(lua_State* L) {
+  self(L).module->eval();
+  lua_settop(L, 1);
+  return 1;
+}
+
+// parameters([patterns]) -> names (all, or those matching any pattern)
+int method_parameters(lua_State* L) {
+  auto& model = self(L).module;
+  std::vector<std::string> names;
+  if (lua_isnoneornil(L, 2)) {
+    for (const auto& item : model->named_parameters()) names.push_back(item.key());
+  } else {
+    names = train::select_parameter_names(*model, check_string_list(L, 2));
+  }
+  push_json(L, names);
+  return 1;
+}
+
+// set_trainable(patterns) -> number of trainable tensors: freezes everything else.
+int method_set_trainable(lua_State* L) {
+  lua_pushnumber(L, static_cast<lua_Number>(train::set_trainable(*self(L).module, check_string_list(L, 2))));
+  return 1;
+}
+
+int method_trainable_count(lua_State* L) {
+  int64_t count = 0;
+  for (const auto& parameter : self(L).module->parameters())
+    if (parameter.requires_grad()) count += parameter.numel();
+  lua_pushnumber(L, static_cast<lua_Number>(count));
+  return 1;
+}
+
+int method_config(lua_State* L) {
+  push_json(L, self(L).module->config.to_json({"BertForSequenceClassification"}));
+  return 1;
+}
+
+int method_num_layers(lua_State* L) {
+  lua_pushnumber(L, static_cast<lua_Number>(self(L).module->config.num_hidden_layers));
+  return 1;
+}
+
+// save(folder[, {fp16 = false}]): a folder transformers' from_pretrained loads.
+int method_save(lua_State* L) {
+  auto& model = self(L);
+  const std::string folder = check_string(L, 2);
+  check_write(L, folder);
+  SaveOptions options;
+  options.fp16 = opt_bool_field(L, 3, "fp16").value_or(false);
+  options.tokenizer_from = model.source;
+  save_pretrained(model.module, folder, options);
+  return 0;
+}
+
+int method_to(lua_State* L) {
+  self(L).module->to(torch::Device(check_string(L, 2)));
+  lua_settop(L, 1);
+  return 1;
+}
+
+void open(lua_State* L) {
+  static const luaL_Reg methods[] = {{"forward", guarded<method_forward>},
+                                     {"train", guarded<method_train>},
+                                     {"eval", guarded<method_eval>},
+                                     {"parameters", guarded<method_parameters>},
+                                     {"set_trainable", guarded<method_set_trainable>},
+                                     {"trainable_count", guarded<method_trainable_count>},
+                                     {"config", guarded<method_config>},
+                                     {"num_layers", guarded<method_num_layers>},
+                                     {"save", guarded<method_save>},
+                                     {"to", guarded<method_to>},
+                                     {nullptr, nullptr}};
+  define_type(L, kClassifierType, methods, nullptr);
+  lua_pushcfunction(L, guarded<load_classifier>);
+  lua_setfield(L, -2, "load_classifier");
+  lua_pushcfunction(L, guarded<classifier_from_config>);
+  lua_setfield(L, -2, "classifier_from_config");
+}
+
+}  // namespace
+
+TWOSTAGE_LUA_BINDING(model, open);
+
+}  // namespace ts::lua
