@@ -107,9 +107,11 @@ torch::Tensor BertSelfAttentionImpl::forward(const torch::Tensor& hidden_states,
   const torch::Tensor q = split_heads(query(hidden_states));
   const torch::Tensor k = split_heads(key(hidden_states));
   const torch::Tensor v = split_heads(value(hidden_states));
+  // HF's operations in HF's order; in place, because the [batch, heads, seq, seq] scores are the largest
+  // activations and matmul's backward does not need its output.
   torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2));
-  scores = scores / std::sqrt(static_cast<double>(head_size));
-  if (extended_mask.defined()) scores = scores + extended_mask;
+  scores.div_(std::sqrt(static_cast<double>(head_size)));
+  if (extended_mask.defined()) scores.add_(extended_mask);
   torch::Tensor probs = torch::softmax(scores, -1);
   probs = dropout(probs);
   torch::Tensor context = torch::matmul(probs, v);

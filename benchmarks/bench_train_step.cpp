@@ -1,0 +1,239 @@
+// A bert-base training step (forward, backward, gradient clipping, AdamW) against plain LibTorch matrix products
+// of the same FLOPs, timed in the same run. The ratio of FLOP rates says how much of the machine's GEMM speed the
+// model code keeps; everything that is not a matrix product (LayerNorm, softmax, GELU, dropout, AdamW, the
+// embedding gradient) counts against it.
+//
+//   bench_train_step [--steps N] [--warmup N] [--batch N] [--seq-lengths 128,32] [--layers N]
+//                    [--intra-op-threads N] [--blas-threads N]
+#include <dlfcn.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "model/bert.h"
+
+namespace {
+
+struct Options {
+  int steps = 2;
+  int warmup = 1;
+  int64_t batch = 16;
+  std::vector<int64_t> seq_lengths{128, 32};
+  int64_t layers = 12;
+  int intra_op_threads = 1;
+  int blas_threads = 2;
+};
+
+[[noreturn]] void usage(const char* message) {
+  std::fprintf(stderr,
+               "%s\nusage: bench_train_step [--steps N] [--warmup N] [--batch N] [--seq-lengths 128,32] "
+               "[--layers N] [--intra-op-threads N] [--blas-threads N]\n",
+               message);
+  std::exit(2);
+}
+
+Options parse(int argc, char** argv) {
+  Options options;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (i + 1 >= argc) usage(("missing value after " + flag).c_str());
+    const std::string value = argv[++i];
+    if (flag == "--steps") options.steps = std::stoi(value);
+    else if (flag == "--warmup") options.warmup = std::stoi(value);
+    else if (flag == "--batch") options.batch = std::stoll(value);
+    else if (flag == "--layers") options.layers = std::stoll(value);
+    else if (flag == "--intra-op-threads") options.intra_op_threads = std::stoi(value);
+    else if (flag == "--blas-threads") options.blas_threads = std::stoi(value);
+    else if (flag == "--seq-lengths") {
+      options.seq_lengths.clear();
+      std::size_t start = 0;
+      while (start <= value.size()) {
+        const std::size_t comma = value.find(',', start);
+        options.seq_lengths.push_back(std::stoll(value.substr(start, comma - start)));
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+      }
+    } else {
+      usage(("unknown option " + flag).c_str());
+    }
+  }
+  if (options.steps < 1 || options.batch < 1 || options.layers < 1) usage("steps, batch and layers must be positive");
+  return options;
+}
+
+// OpenBLAS is reached through libblas.so.3; its thread count is set through the symbol when it is the provider.
+bool set_blas_threads(int threads) {
+  using SetThreads = void (*)(int);
+  auto set = reinterpret_cast<SetThreads>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (!set) return false;
+  set(threads);
+  return true;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+double peak_rss_mib() {
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const std::size_t n = values.size();
+  return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
+// The matrix products of one training step of the encoder (forward, and the two products per forward product in
+// backward), with the shapes the model uses, written into preallocated outputs.
+class ReferenceWorkload {
+ public:
+  ReferenceWorkload(const ts::BertConfig& config, int64_t batch, int64_t seq) : layers_(config.num_hidden_layers) {
+    const int64_t tokens = batch * seq;
+    const int64_t hidden = config.hidden_size;
+    const int64_t heads = config.num_attention_heads;
+    const int64_t head = config.head_size();
+    const auto linear = [&](int64_t in, int64_t out) {
+      linears_.push_back({torch::randn({tokens, in}), torch::randn({out, in}), torch::randn({tokens, out}),
+                          torch::empty({tokens, out}), torch::empty({tokens, in}), torch::empty({out, in})});
+      flops_ += 3.0 * 2.0 * tokens * in * out;
+    };
+    for (int i = 0; i < 4; ++i) linear(hidden, hidden);  // query, key, value, attention output
+    linear(hidden, config.intermediate_size);
+    linear(config.intermediate_size, hidden);
+    q_ = torch::randn({batch * heads, seq, head});
+    k_t_ = torch::randn({batch * heads, head, seq});
+    probs_ = torch::randn({batch * heads, seq, seq});
+    v_ = torch::randn({batch * heads, seq, head});
+    scores_ = torch::empty({batch * heads, seq, seq});
+    context_ = torch::empty({batch * heads, seq, head});
+    // Forward: Q K^T and P V; backward: dP = dC V^T, and dV, dQ, dK as [S,S] x [S,d] products.
+    flops_ += 6.0 * 2.0 * batch * heads * seq * seq * head;
+    flops_ *= static_cast<double>(layers_);
+    // Pooler and a 2-way classifier: forward and backward.
+    flops_ += 3.0 * 2.0 * batch * (hidden * hidden + hidden * 2);
+    pooled_in_ = torch::randn({batch, hidden});
+    pooler_w_ = torch::randn({hidden, hidden});
+    pooled_out_ = torch::empty({batch, hidden});
+  }
+
+  double flops() const { return flops_; }
+
+  void run() {
+    for (int64_t layer = 0; layer < layers_; ++layer) {
+      for (auto& l : linears_) {
+        torch::mm_out(l.y, l.x, l.w.t());      // forward
+        torch::mm_out(l.dx, l.dy, l.w);        // input gradient
+        torch::mm_out(l.dw, l.dy.t(), l.x);    // weight gradient
+      }
+      torch::bmm_out(scores_, q_, k_t_);        // scores
+      torch::bmm_out(context_, probs_, v_);     // context
+      torch::bmm_out(scores_, q_, k_t_);        // dP = dC V^T
+      torch::bmm_out(context_, probs_, v_);     // dV = P^T dC
+      torch::bmm_out(context_, probs_, v_);     // dQ = dS K
+      torch::bmm_out(context_, probs_, v_);     // dK = dS^T Q
+    }
+    for (int i = 0; i < 3; ++i) torch::mm_out(pooled_out_, pooled_in_, pooler_w_);
+  }
+
+ private:
+  struct Linear {
+    torch::Tensor x, w, dy, y, dx, dw;
+  };
+  int64_t layers_;
+  double flops_ = 0;
+  std::vector<Linear> linears_;
+  torch::Tensor q_, k_t_, probs_, v_, scores_, context_, pooled_in_, pooler_w_, pooled_out_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options options = parse(argc, argv);
+  at::set_num_threads(options.intra_op_threads);
+  const bool blas_set = set_blas_threads(options.blas_threads);
+  std::printf("threads: intra-op %d, OpenBLAS %s\n", options.intra_op_threads,
+              blas_set ? std::to_string(options.blas_threads).c_str() : "(not found; BLAS default)");
+
+  ts::BertConfig config;  // bert-base-uncased shapes
+  config.num_hidden_layers = options.layers;
+  config.set_num_labels(2);
+  torch::manual_seed(0);
+  ts::BertForSequenceClassification model(config);
+  model->train();  // dropout on, as in fine-tuning
+  torch::optim::AdamW optimizer(model->parameters(),
+                                torch::optim::AdamWOptions(1e-5).betas({0.9, 0.999}).eps(1e-8).weight_decay(0.0));
+  int64_t parameter_count = 0;
+  for (const auto& p : model->parameters()) parameter_count += p.numel();
+  std::printf("model: %lld layers, hidden %lld, %lld heads, intermediate %lld, vocab %lld, %.1fM parameters; "
+              "batch %lld, %d timed steps after %d warm-up\n",
+              static_cast<long long>(config.num_hidden_layers), static_cast<long long>(config.hidden_size),
+              static_cast<long long>(config.num_attention_heads), static_cast<long long>(config.intermediate_size),
+              static_cast<long long>(config.vocab_size), parameter_count / 1e6, static_cast<long long>(options.batch),
+              options.steps, options.warmup);
+
+  for (const int64_t seq : options.seq_lengths) {
+    const torch::Tensor ids = torch::randint(1000, config.vocab_size, {options.batch, seq}, torch::kLong);
+    const torch::Tensor mask = torch::ones({options.batch, seq}, torch::kLong);
+    const torch::Tensor labels = torch::randint(0, 2, {options.batch}, torch::kLong);
+    // Seconds spent in forward, backward, and clipping + AdamW, summed over timed steps.
+    double phase_seconds[3] = {0, 0, 0};
+    bool timing_phases = false;
+    const auto step = [&] {
+      auto start = std::chrono::steady_clock::now();
+      const auto lap = [&](int phase) {
+        if (timing_phases) phase_seconds[phase] += seconds_since(start);
+        start = std::chrono::steady_clock::now();
+      };
+      optimizer.zero_grad();
+      const auto out = model->forward(ids, mask);
+      const torch::Tensor loss = torch::nn::functional::cross_entropy(out.logits, labels);
+      lap(0);
+      loss.backward();
+      lap(1);
+      torch::nn::utils::clip_grad_norm_(model->parameters(), 1.0);
+      optimizer.step();
+      lap(2);
+    };
+    ReferenceWorkload reference(config, options.batch, seq);
+
+    for (int i = 0; i < options.warmup; ++i) {
+      step();
+      reference.run();
+    }
+    // Interleaved, so that a change in machine load hits both alike.
+    std::vector<double> step_seconds, reference_seconds;
+    timing_phases = true;
+    for (int i = 0; i < options.steps; ++i) {
+      auto start = std::chrono::steady_clock::now();
+      step();
+      step_seconds.push_back(seconds_since(start));
+      start = std::chrono::steady_clock::now();
+      reference.run();
+      reference_seconds.push_back(seconds_since(start));
+    }
+    const double step_time = median(step_seconds);
+    const double reference_time = median(reference_seconds);
+    const double flops = reference.flops();
+    const double model_rate = flops / step_time / 1e9;
+    const double reference_rate = flops / reference_time / 1e9;
+    std::printf(
+        "seq %4lld: train step %.3f s (median of %d) = %.1f GFLOP/s; matmul reference %.3f s = %.1f GFLOP/s; "
+        "ratio %.1f%% (target >= 90%%); %.1f GFLOP per step; peak RSS %.0f MiB\n",
+        static_cast<long long>(seq), step_time, options.steps, model_rate, reference_time, reference_rate,
+        100.0 * model_rate / reference_rate, flops / 1e9, peak_rss_mib());
+    std::printf("          per step: forward %.3f s, backward %.3f s, clip + AdamW %.3f s (means)\n",
+                phase_seconds[0] / options.steps, phase_seconds[1] / options.steps, phase_seconds[2] / options.steps);
+    std::fflush(stdout);
+  }
+  return 0;
+}
