@@ -264,7 +264,8 @@ std::vector<RawRow> rows_from_delimited(const std::vector<Record>& records, cons
   const size_t text_index = find_column(options.text_column, "text");
   const bool has_pair = !options.pair_column.empty();
   const size_t pair_index = has_pair ? find_column(options.pair_column, "text pair") : 0;
-  const size_t label_index = find_column(options.label_column, "label");
+  const bool has_label = !options.label_column.empty();
+  const size_t label_index = has_label ? find_column(options.label_column, "label") : 0;
 
   std::vector<RawRow> rows;
   rows.reserve(records.size() - 1);
@@ -283,7 +284,7 @@ std::vector<RawRow> rows_from_delimited(const std::vector<Record>& records, cons
     row.line = record.line;
     row.text = record.cells[text_index];
     if (has_pair) row.pair = record.cells[pair_index];
-    row.label = record.cells[label_index];
+    if (has_label) row.label = record.cells[label_index];
     rows.push_back(std::move(row));
   }
   return rows;
@@ -340,7 +341,7 @@ std::vector<RawRow> rows_from_jsonl(const std::string& text, size_t start, const
       row.line = line;
       row.text = get(options.text_column, "text", false);
       if (!options.pair_column.empty()) row.pair = get(options.pair_column, "text pair", false);
-      row.label = get(options.label_column, "label", true);
+      if (!options.label_column.empty()) row.label = get(options.label_column, "label", true);
       rows.push_back(std::move(row));
     }
     pos = end + 1;
@@ -365,7 +366,6 @@ TableFormat format_from_extension(const std::string& path) {
 
 Dataset read_table(const std::string& path, const TableOptions& options) {
   if (options.text_column.empty()) fail("{}: no text column named; set the text column", path);
-  if (options.label_column.empty()) fail("{}: no label column named; set the label column", path);
   const TableFormat format = options.format == TableFormat::Auto ? format_from_extension(path) : options.format;
   std::error_code ec;
   if (!fs::exists(path, ec)) fail("{}: file not found", path);
@@ -415,7 +415,9 @@ Dataset read_table(const std::string& path, const TableOptions& options) {
     fail("{}:{}:{}: label {} {}", path, cell.line, cell.column, shown(cell.value), why);
   };
 
-  if (!options.classes.empty()) {
+  if (options.label_column.empty()) {
+    // Unlabelled text (prediction): no labels and no classes.
+  } else if (!options.classes.empty()) {
     out.class_names = options.classes;
     std::map<std::string, int64_t> by_name;
     for (size_t i = 0; i < options.classes.size(); ++i) by_name.emplace(options.classes[i], static_cast<int64_t>(i));

@@ -33,7 +33,7 @@ struct TableOptions {
   TableFormat format = TableFormat::Auto;  // Auto: by extension, .csv / .tsv / .jsonl / .json (JSON lines)
   std::string text_column = "text";
   std::string pair_column;  // empty: no text pair
-  std::string label_column = "label";
+  std::string label_column = "label";  // empty: unlabelled rows (labels and class_names stay empty)
   std::vector<std::string> classes;  // empty: inferred (see above)
   EmptyTextPolicy empty_text = EmptyTextPolicy::Error;
 };

@@ -1,0 +1,113 @@
+// The twostage executable as a user runs it.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <twostage/build_info.h>
+
+#include <nlohmann/json.hpp>
+
+namespace {
+
+struct Result {
+  int status;
+  std::string output;  // stdout and stderr together
+};
+
+Result run(const std::string& arguments) {
+  const std::string command = std::string(TWOSTAGE_BINARY_DIR) + "/twostage " + arguments + " 2>&1";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  std::string output;
+  char buffer[4096];
+  size_t read = 0;
+  while ((read = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, read);
+  const int status = ::pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+std::filesystem::path temporary(const std::string& name) {
+  auto folder = std::filesystem::temp_directory_path() / ("twostage-cli-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(folder);
+  return folder / name;
+}
+
+}  // namespace
+
+TEST_CASE("a recipe whose line 3 calls an undefined function reports recipe.lua:3 and fails") {
+  const auto recipe = temporary("broken_recipe.lua");
+  std::ofstream(recipe) << "local ts = require \"twostage\"\nlocal n = 1\nnot_a_function(n)\n";
+  const auto result = run("run " + recipe.string() + " --out " + temporary("broken_out").string());
+  CHECK(result.status != 0);
+  CHECK_THAT(result.output, Catch::Contains("broken_recipe.lua:3: undeclared global 'not_a_function'"));
+  CHECK_THAT(result.output, Catch::Contains("stack traceback"));
+}
+
+TEST_CASE("--version names twostage, LibTorch, LuaJIT and the BLAS") {
+  const auto result = run("--version");
+  CHECK(result.status == 0);
+  CHECK_THAT(result.output, Catch::Contains("twostage") && Catch::Contains("LibTorch") &&
+                                Catch::Contains("LuaJIT") && Catch::Contains("BLAS"));
+}
+
+TEST_CASE("run --help lists a recipe's settings; a bad --set fails with the known keys") {
+  const auto help = run("run recipes/hello_tensors.lua --help");
+  CHECK(help.status == 0);
+  CHECK_THAT(help.output, Catch::Contains("rows") && Catch::Contains("rows of the random matrix"));
+  const auto bad = run("run recipes/hello_tensors.lua --set colums=3 --out " + temporary("bad_set").string());
+  CHECK(bad.status != 0);
+  CHECK_THAT(bad.output, Catch::Contains("unknown setting 'colums'") && Catch::Contains("rows, seed"));
+  const auto out = temporary("hello");
+  const auto good = run("run recipes/hello_tensors.lua --set rows=5 --out " + out.string());
+  CHECK(good.status == 0);
+  CHECK(std::filesystem::exists(out / "result.json"));
+  CHECK(std::filesystem::exists(out / "log.txt"));
+}
+
+TEST_CASE("tokenize prints Hugging Face's ids a line") {
+  const auto input = temporary("texts.txt");
+  std::ofstream(input) << "Hello, world!\n\n";
+  const auto result = run("tokenize --vocab ../shared/data/vocab/bert-base-uncased < " + input.string());
+  CHECK(result.status == 0);
+  CHECK(result.output == "101 7592 1010 2088 999 102\n101 102\n");
+}
+
+TEST_CASE("predict writes transformers' logits for the golden classifier") {
+  const auto output = temporary("predictions.csv");
+  const auto result = run("predict --model ../shared/golden/bert-classifier --input "
+                          "../shared/golden/bert-classifier/inputs.tsv --text-column sentence --batch-size 7 --output " +
+                          output.string());
+  REQUIRE(result.status == 0);
+  std::ifstream csv(output);
+  std::string line;
+  std::getline(csv, line);
+  CHECK(line == "index,prediction,logit_0,logit_1,logit_2");
+  std::ifstream expected_file("../shared/golden/bert-classifier/expected.jsonl");
+  int rows = 0;
+  while (std::getline(csv, line)) {
+    std::string expected_line;
+    REQUIRE(std::getline(expected_file, expected_line));
+    const auto expected = nlohmann::json::parse(expected_line);
+    std::vector<std::string> fields;
+    std::stringstream split(line);
+    std::string field;
+    while (std::getline(split, field, ',')) fields.push_back(field);
+    REQUIRE(fields.size() == 5);
+    CHECK(std::stoi(fields[0]) == rows);
+    int best = 0;
+    for (int c = 0; c < 3; ++c) {
+      CHECK(std::stod(fields[2 + c]) == Approx(expected["logits"][c].get<double>()).margin(1e-4));
+      if (expected["logits"][c] > expected["logits"][best]) best = c;
+    }
+    CHECK(std::stoi(fields[1]) == best);
+    ++rows;
+  }
+  CHECK(rows == 40);
+  const auto missing = run("predict --model ../shared/golden/bert-classifier --input nowhere.csv --text-column x");
+  CHECK(missing.status != 0);
+  CHECK_THAT(missing.output, Catch::Contains("nowhere.csv"));
+}
