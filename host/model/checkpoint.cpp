@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/log.h"
+#include "text/tokenizer.h"
 
 namespace ts {
 
@@ -108,7 +109,10 @@ void save_folder(torch::nn::Module& module, const BertConfig& config, const std:
 
   bool have_tokenizer_config = false;
   bool have_vocab = false;
-  if (!options.tokenizer_from.empty()) {
+  if (options.tokenizer) {
+    options.tokenizer->save(folder);
+    have_vocab = have_tokenizer_config = true;
+  } else if (!options.tokenizer_from.empty()) {
     const bool same_folder = fs::exists(folder) && fs::exists(options.tokenizer_from) &&
                              fs::equivalent(folder, options.tokenizer_from);
     for (const char* name : {"vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"}) {

@@ -23,6 +23,10 @@
 
 namespace ts {
 
+namespace text {
+class Tokenizer;  // text/tokenizer.h
+}
+
 struct LoadReport {
   std::string model_class;               // "BertForSequenceClassification", ...
   std::filesystem::path source;          // the weights file
@@ -69,6 +73,9 @@ struct SaveOptions {
   // Folder whose vocab.txt, tokenizer_config.json, special_tokens_map.json and tokenizer.json are copied (usually
   // the folder the model was loaded from). Empty: none copied.
   std::filesystem::path tokenizer_from;
+  // When set, written with Tokenizer::save (vocab.txt, tokenizer_config.json, special_tokens_map.json) instead of
+  // copying from tokenizer_from. Must outlive the call.
+  const text::Tokenizer* tokenizer = nullptr;
   // Written into a generated tokenizer_config.json when tokenizer_from has none.
   bool do_lower_case = true;
 };

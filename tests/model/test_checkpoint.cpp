@@ -17,6 +17,7 @@
 #include "io/safetensors.h"
 #include "model/bert.h"
 #include "model/checkpoint.h"
+#include "text/tokenizer.h"
 
 namespace fs = std::filesystem;
 
@@ -300,4 +301,17 @@ TEST_CASE("checkpoint: without a tokenizer folder, a tokenizer_config.json is st
   CHECK(tokenizer_config["do_lower_case"] == false);
   CHECK(tokenizer_config["tokenizer_class"] == "BertTokenizer");
   CHECK_FALSE(fs::exists(dir.path / "vocab.txt"));
+}
+
+TEST_CASE("checkpoint: the tokenizer can be saved with the model", "[model][checkpoint]") {
+  TempDir dir("tokenizer");
+  auto model = ts::load_sequence_classifier(kClassifierDir);
+  const auto tokenizer = ts::text::Tokenizer::from_folder(kClassifierDir);
+  ts::SaveOptions options;
+  options.tokenizer = &tokenizer;
+  ts::save_pretrained(model, dir.path, options);
+  CHECK(ts::read_file(dir.path / "vocab.txt") == ts::read_file(kClassifierDir / "vocab.txt"));
+  CHECK(fs::exists(dir.path / "tokenizer_config.json"));
+  const auto reloaded = ts::text::Tokenizer::from_folder(dir.path);
+  CHECK(reloaded.vocab_size() == tokenizer.vocab_size());
 }
