@@ -498,7 +498,7 @@ std::vector<int64_t> Dataset::class_counts() const {
 
 void Dataset::validate() const {
   const size_t n = texts.size();
-  if (labels.size() != n) fail("dataset {}: {} texts but {} labels", source, n, labels.size());
+  if (!labels.empty() && labels.size() != n) fail("dataset {}: {} texts but {} labels", source, n, labels.size());
   if (!pairs.empty() && pairs.size() != n) fail("dataset {}: {} texts but {} text pairs", source, n, pairs.size());
   if (!row_numbers.empty() && row_numbers.size() != n) {
     fail("dataset {}: {} texts but {} row numbers", source, n, row_numbers.size());
@@ -519,7 +519,7 @@ Dataset Dataset::subset(const std::vector<int64_t>& indices) const {
     const auto i = static_cast<size_t>(index);
     out.texts.push_back(texts[i]);
     if (has_pairs()) out.pairs.push_back(pairs[i]);
-    out.labels.push_back(labels[i]);
+    if (!labels.empty()) out.labels.push_back(labels[i]);
     if (!row_numbers.empty()) out.row_numbers.push_back(row_numbers[i]);
   }
   return out;
@@ -532,6 +532,9 @@ Dataset concat(const Dataset& a, const Dataset& b) {
   }
   if (a.has_pairs() != b.has_pairs() && a.size() > 0 && b.size() > 0) {
     fail("cannot concatenate a dataset with text pairs and one without ({} and {})", a.source, b.source);
+  }
+  if (a.size() > 0 && b.size() > 0 && a.labels.empty() != b.labels.empty()) {
+    fail("cannot concatenate a labelled dataset and an unlabelled one ({} and {})", a.source, b.source);
   }
   Dataset out = a;
   if (a.source != b.source) out.source = a.source.empty() ? b.source : (b.source.empty() ? a.source : a.source + "+" + b.source);

@@ -41,7 +41,7 @@ struct TableOptions {
 struct Dataset {
   std::vector<std::string> texts;
   std::vector<std::string> pairs;  // empty when the dataset has no text pair, else one per row
-  std::vector<int64_t> labels;     // class ids, 0 <= id < class_names.size()
+  std::vector<int64_t> labels;     // class ids, 0 <= id < class_names.size(); empty for unlabelled rows
   std::vector<std::string> class_names;
   std::vector<int64_t> row_numbers;  // 1-based line in the source file where the row starts (header is line 1)
   std::string source;                // the file it was read from ("" when built in memory)
@@ -49,6 +49,7 @@ struct Dataset {
 
   int64_t size() const { return static_cast<int64_t>(texts.size()); }
   bool has_pairs() const { return !pairs.empty(); }
+  bool has_labels() const { return !labels.empty() || texts.empty(); }
   int64_t num_classes() const { return static_cast<int64_t>(class_names.size()); }
   // Rows per class, indexed by class id (length num_classes()).
   std::vector<int64_t> class_counts() const;

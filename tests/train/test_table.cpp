@@ -197,6 +197,21 @@ TEST_CASE("invalid UTF-8 names the file and line", "[table][errors]") {
   CHECK(d.texts[0] == "na\xC3\xAFve \xF0\x9F\x98\x80");
 }
 
+TEST_CASE("unlabelled rows: no label column", "[table]") {
+  TempDir dir;
+  const auto path = dir.write("u.csv", "text\nfirst\nsecond\n");
+  TableOptions options;
+  options.label_column = "";
+  Dataset d = read_table(path, options);
+  CHECK(d.size() == 2);
+  CHECK(d.labels.empty());
+  CHECK(d.class_names.empty());
+  d.validate();
+  Dataset s = d.subset({1});
+  CHECK(s.texts == std::vector<std::string>{"second"});
+  CHECK(s.labels.empty());
+}
+
 TEST_CASE("subset and concat", "[table]") {
   Dataset d;
   d.texts = {"a", "b", "c"};
