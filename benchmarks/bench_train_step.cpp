@@ -4,7 +4,7 @@
 // embedding gradient) counts against it.
 //
 //   bench_train_step [--steps N] [--warmup N] [--batch N] [--seq-lengths 128,32] [--layers N]
-//                    [--intra-op-threads N] [--blas-threads N]
+//                    [--intra-op-threads N] [--blas-threads N] [--dropout P]
 #include <dlfcn.h>
 #include <sys/resource.h>
 
@@ -29,12 +29,13 @@ struct Options {
   int64_t layers = 12;
   int intra_op_threads = 1;
   int blas_threads = 2;
+  double dropout = 0.1;  // hidden and attention dropout; 0 shows what dropout costs
 };
 
 [[noreturn]] void usage(const char* message) {
   std::fprintf(stderr,
                "%s\nusage: bench_train_step [--steps N] [--warmup N] [--batch N] [--seq-lengths 128,32] "
-               "[--layers N] [--intra-op-threads N] [--blas-threads N]\n",
+               "[--layers N] [--intra-op-threads N] [--blas-threads N] [--dropout P]\n",
                message);
   std::exit(2);
 }
@@ -51,6 +52,7 @@ Options parse(int argc, char** argv) {
     else if (flag == "--layers") options.layers = std::stoll(value);
     else if (flag == "--intra-op-threads") options.intra_op_threads = std::stoi(value);
     else if (flag == "--blas-threads") options.blas_threads = std::stoi(value);
+    else if (flag == "--dropout") options.dropout = std::stod(value);
     else if (flag == "--seq-lengths") {
       options.seq_lengths.clear();
       std::size_t start = 0;
@@ -167,6 +169,7 @@ int main(int argc, char** argv) {
   ts::BertConfig config;  // bert-base-uncased shapes
   config.num_hidden_layers = options.layers;
   config.set_num_labels(2);
+  config.hidden_dropout_prob = config.attention_probs_dropout_prob = options.dropout;
   torch::manual_seed(0);
   ts::BertForSequenceClassification model(config);
   model->train();  // dropout on, as in fine-tuning
@@ -175,11 +178,11 @@ int main(int argc, char** argv) {
   int64_t parameter_count = 0;
   for (const auto& p : model->parameters()) parameter_count += p.numel();
   std::printf("model: %lld layers, hidden %lld, %lld heads, intermediate %lld, vocab %lld, %.1fM parameters; "
-              "batch %lld, %d timed steps after %d warm-up\n",
+              "batch %lld, dropout %g, %d timed steps after %d warm-up\n",
               static_cast<long long>(config.num_hidden_layers), static_cast<long long>(config.hidden_size),
               static_cast<long long>(config.num_attention_heads), static_cast<long long>(config.intermediate_size),
               static_cast<long long>(config.vocab_size), parameter_count / 1e6, static_cast<long long>(options.batch),
-              options.steps, options.warmup);
+              options.dropout, options.steps, options.warmup);
 
   for (const int64_t seq : options.seq_lengths) {
     const torch::Tensor ids = torch::randint(1000, config.vocab_size, {options.batch, seq}, torch::kLong);
