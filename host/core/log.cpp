@@ -1,5 +1,6 @@
 #include "core/log.h"
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <memory>
@@ -58,15 +59,19 @@ std::shared_ptr<spdlog::logger> logger() {
 
 void init(spdlog::level::level_enum level) {
   std::lock_guard lock(sinks_mutex);
+  // `level` quiets the terminal only: the JSON and log.txt files keep every event from info up.
+  const auto logger_level = std::min(level, spdlog::level::info);
   auto existing = spdlog::get("twostage");
   if (existing) {
-    existing->set_level(level);
+    terminal_sink->set_level(level);
+    existing->set_level(logger_level);
     return;
   }
   terminal_sink = std::make_shared<spdlog::sinks::ansicolor_stderr_sink_mt>();
   terminal_sink->set_pattern("%^[%H:%M:%S %l]%$ %v");
+  terminal_sink->set_level(level);
   auto created = std::make_shared<spdlog::logger>("twostage", terminal_sink);
-  created->set_level(level);
+  created->set_level(logger_level);
   created->flush_on(spdlog::level::info);
   spdlog::register_logger(created);
   spdlog::set_default_logger(created);

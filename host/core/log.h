@@ -8,7 +8,7 @@
 
 namespace ts::log {
 
-// Sets up the terminal logger; safe to call more than once (tests do).
+// Sets up the terminal logger, showing events from `level` up; safe to call more than once (tests do).
 void init(spdlog::level::level_enum level = spdlog::level::info);
 // Adds a sink writing every event as one JSON object a line: {"time","level","event","message", fields...}.
 void add_json_file(const std::string& path);

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <twostage/build_info.h>
 
@@ -110,4 +111,24 @@ TEST_CASE("predict writes transformers' logits for the golden classifier") {
   const auto missing = run("predict --model ../shared/golden/bert-classifier --input nowhere.csv --text-column x");
   CHECK(missing.status != 0);
   CHECK_THAT(missing.output, Catch::Contains("nowhere.csv"));
+}
+
+TEST_CASE("--log-json writes the run's events as JSON lines") {
+  const auto log = temporary("events.jsonl");
+  std::filesystem::remove(log);
+  const auto result = run("run recipes/hello_tensors.lua --quiet --log-json " + log.string() + " --out " +
+                          temporary("json_out").string());
+  REQUIRE(result.status == 0);
+  std::ifstream lines(log);
+  std::string line;
+  std::set<std::string> events;
+  while (std::getline(lines, line)) {
+    const auto event = nlohmann::json::parse(line);
+    CHECK(event.contains("time"));
+    CHECK(event.contains("level"));
+    events.insert(event["event"].get<std::string>());
+  }
+  CHECK(events.count("threads") == 1);
+  CHECK(events.count("settings") == 1);
+  CHECK(events.count("run") == 1);
 }
