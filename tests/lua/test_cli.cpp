@@ -48,7 +48,7 @@ TEST_CASE("a recipe whose line 3 calls an undefined function reports recipe.lua:
   CHECK_THAT(result.output, Catch::Contains("stack traceback"));
 }
 
-TEST_CASE("--version names twostage, LibTorch, LuaJIT and the BLAS") {
+TEST_CASE("twostage --version names twostage, LibTorch, LuaJIT and the BLAS") {
   const auto result = run("--version");
   CHECK(result.status == 0);
   CHECK_THAT(result.output, Catch::Contains("twostage") && Catch::Contains("LibTorch") &&
@@ -113,7 +113,7 @@ TEST_CASE("predict writes transformers' logits for the golden classifier") {
   CHECK_THAT(missing.output, Catch::Contains("nowhere.csv"));
 }
 
-TEST_CASE("--log-json writes the run's events as JSON lines") {
+TEST_CASE("logging: --log-json writes the run's events as JSON lines") {
   const auto log = temporary("events.jsonl");
   std::filesystem::remove(log);
   const auto result = run("run recipes/hello_tensors.lua --quiet --log-json " + log.string() + " --out " +

@@ -107,7 +107,7 @@ TEST_CASE("C++ exceptions in bound functions reach Lua as catchable errors with 
   }
 }
 
-TEST_CASE("--set values are parsed by the declared type") {
+TEST_CASE("settings: --set values are parsed by the declared type") {
   using ts::SettingType;
   CHECK(std::get<double>(ts::parse_setting("lr", SettingType::Number, "1e-5")) == Approx(1e-5));
   CHECK(std::get<int64_t>(ts::parse_setting("batch", SettingType::Integer, "16")) == 16);
@@ -248,7 +248,7 @@ TEST_CASE("the sandbox refuses programs, native code and writes outside the run"
   CHECK(ts::read_file(out / "inside.txt") == "allowed too");
 }
 
-TEST_CASE("--unsafe lifts the sandbox") {
+TEST_CASE("the sandbox is lifted by --unsafe") {
   auto options = options_in(fresh_directory("unsafe"));
   options.unsafe = true;
   Runtime runtime(options);
