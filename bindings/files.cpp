@@ -35,11 +35,17 @@ bool is_array(lua_State* L, int index) {
   return count == length;
 }
 
+// ts.null: a value that JSON encodes as null (a Lua nil would vanish from its table).
+const char kJsonNull = 0;
+
 nlohmann::json convert(lua_State* L, int index, int depth) {
   if (depth > 100) fail("value nested too deeply (or a cycle) for JSON");
   index = index < 0 ? lua_gettop(L) + index + 1 : index;
   switch (lua_type(L, index)) {
     case LUA_TNIL: return nullptr;
+    case LUA_TLIGHTUSERDATA:
+      if (lua_touserdata(L, index) == &kJsonNull) return nullptr;
+      fail("a light userdata has no JSON form");
     case LUA_TBOOLEAN: return static_cast<bool>(lua_toboolean(L, index));
     case LUA_TNUMBER: {
       const double number = lua_tonumber(L, index);
@@ -251,6 +257,8 @@ void open(lua_State* L) {
     lua_pushcfunction(L, entry->func);
     lua_setfield(L, -2, entry->name);
   }
+  lua_pushlightuserdata(L, const_cast<char*>(&kJsonNull));
+  lua_setfield(L, -2, "null");
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 // Models in Lua: a sequence classifier (Hugging Face's linear head or the paper's MLP head) loaded from a Hugging Face
 // folder or built from a config; forward on a batch table; parameters by name; train/eval; save.
+#include "model.h"
+
 #include "json.h"
 #include "model/checkpoint.h"
 #include "runtime.h"
@@ -7,14 +9,20 @@
 #include "train/optim.h"
 
 namespace ts::lua {
+
+BertForSequenceClassification& check_classifier(lua_State* L, int index) {
+  return check<Classifier>(L, index, kClassifierType).module;
+}
+
+BertForMaskedLM& check_masked_lm(lua_State* L, int index) { return check<MaskedLM>(L, index, kMaskedLMType).module; }
+
+torch::nn::Module& check_module(lua_State* L, int index) {
+  if (auto* classifier = test<Classifier>(L, index, kClassifierType)) return *classifier->module;
+  if (auto* masked_lm = test<MaskedLM>(L, index, kMaskedLMType)) return *masked_lm->module;
+  fail("argument {}: expected a model (classifier or masked LM), got {}", index, luaL_typename(L, index));
+}
+
 namespace {
-
-constexpr const char* kClassifierType = "twostage.Classifier";
-
-struct Classifier {
-  BertForSequenceClassification module;
-  std::filesystem::path source;  // the folder it came from, whose tokenizer files a save copies
-};
 
 Classifier& self(lua_State* L) { return check<Classifier>(L, 1, kClassifierType); }
 
@@ -72,11 +80,22 @@ at::Tensor batch_field(lua_State* L, int batch, const char* name, bool required)
 }
 
 // forward(batch) -> logits [B, C]; batch = {input_ids, attention_mask, token_type_ids}, moved to the model's device.
+// A batch from a loader with a cached trunk carries {hidden_states, start_layer, attention_mask} instead, and only
+// the layers from start_layer up run.
 int method_forward(lua_State* L) {
   auto& model = self(L).module;
   luaL_checktype(L, 2, LUA_TTABLE);
   const auto device = model->parameters().front().device();
   auto on_device = [&](const at::Tensor& t) { return t.defined() ? t.to(device) : t; };
+  const auto hidden_states = batch_field(L, 2, "hidden_states", false);
+  if (hidden_states.defined()) {
+    const auto start_layer = opt_number_field(L, 2, "start_layer");
+    if (!start_layer) fail("a batch with hidden_states needs start_layer");
+    push_tensor(L, model->forward_from(static_cast<int64_t>(*start_layer), on_device(hidden_states),
+                                       on_device(batch_field(L, 2, "attention_mask", false)))
+                       .logits);
+    return 1;
+  }
   const auto outputs = model->forward(on_device(batch_field(L, 2, "input_ids", true)),
                                       on_device(batch_field(L, 2, "attention_mask", false)),
                                       on_device(batch_field(L, 2, "token_type_ids", false)));
@@ -115,6 +134,26 @@ int method_set_trainable(lua_State* L) {
   return 1;
 }
 
+// trainable_parameters() -> names of the parameters that will receive gradients
+int method_trainable_parameters(lua_State* L) {
+  std::vector<std::string> names;
+  for (const auto& item : self(L).module->named_parameters())
+    if (item.value().requires_grad()) names.push_back(item.key());
+  push_json(L, names);
+  return 1;
+}
+
+// reset_head(): the classifier re-initialised as new (cRT retrains it from scratch on a frozen encoder).
+int method_reset_head(lua_State* L) {
+  auto& model = self(L).module;
+  torch::NoGradGuard no_grad;
+  if (model->classifier_mlp)
+    init_bert_weights(*model->classifier_mlp, model->config);
+  else
+    init_bert_weights(*model->classifier_linear, model->config);
+  return 0;
+}
+
 int method_trainable_count(lua_State* L) {
   int64_t count = 0;
   for (const auto& parameter : self(L).module->parameters())
@@ -145,6 +184,40 @@ int method_save(lua_State* L) {
   return 0;
 }
 
+// snapshot() -> a copy of every parameter and buffer (for keeping the best checkpoint in memory); restore(snapshot)
+// puts it back.
+struct Snapshot {
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+};
+constexpr const char* kSnapshotType = "twostage.Snapshot";
+
+int method_snapshot(lua_State* L) {
+  auto& model = self(L).module;
+  Snapshot snapshot;
+  torch::NoGradGuard no_grad;
+  for (const auto& item : model->named_parameters()) snapshot.tensors.emplace_back(item.key(), item.value().clone());
+  for (const auto& item : model->named_buffers()) snapshot.tensors.emplace_back(item.key(), item.value().clone());
+  push_new<Snapshot>(L, kSnapshotType, std::move(snapshot));
+  return 1;
+}
+
+int method_restore(lua_State* L) {
+  auto& model = self(L).module;
+  const auto& snapshot = check<Snapshot>(L, 2, kSnapshotType);
+  auto parameters = model->named_parameters();
+  auto buffers = model->named_buffers();
+  torch::NoGradGuard no_grad;
+  for (const auto& [name, tensor] : snapshot.tensors) {
+    if (auto* parameter = parameters.find(name))
+      parameter->copy_(tensor);
+    else if (auto* buffer = buffers.find(name))
+      buffer->copy_(tensor);
+    else
+      fail("restore: the snapshot's '{}' is not in this model", name);
+  }
+  return 0;
+}
+
 int method_to(lua_State* L) {
   self(L).module->to(torch::Device(check_string(L, 2)));
   lua_settop(L, 1);
@@ -158,10 +231,14 @@ void open(lua_State* L) {
                                      {"parameters", guarded<method_parameters>},
                                      {"set_trainable", guarded<method_set_trainable>},
                                      {"trainable_count", guarded<method_trainable_count>},
+                                     {"trainable_parameters", guarded<method_trainable_parameters>},
+                                     {"reset_head", guarded<method_reset_head>},
                                      {"config", guarded<method_config>},
                                      {"num_layers", guarded<method_num_layers>},
                                      {"save", guarded<method_save>},
                                      {"to", guarded<method_to>},
+                                     {"snapshot", guarded<method_snapshot>},
+                                     {"restore", guarded<method_restore>},
                                      {nullptr, nullptr}};
   define_type(L, kClassifierType, methods, nullptr);
   lua_pushcfunction(L, guarded<load_classifier>);

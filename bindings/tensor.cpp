@@ -301,6 +301,39 @@ int method_clone(lua_State* L) {
   return 1;
 }
 
+// index_select(dim, indices) with 1-based dim and 1-based indices (a Lua list or an int64 tensor of 1-based rows).
+int method_index_select(lua_State* L) {
+  auto& tensor = self(L);
+  const int64_t dim = lua_dim(L, 2, tensor);
+  at::Tensor indices = lua_istable(L, 3) ? to_tensor(L, 3) : check_tensor(L, 3);
+  push_tensor(L, tensor.index_select(dim, (indices.to(torch::kLong) - 1).to(tensor.device())));
+  return 1;
+}
+
+// backward(): gradients of this scalar into every leaf that requires them.
+int method_backward(lua_State* L) {
+  self(L).backward();
+  return 0;
+}
+
+int method_detach(lua_State* L) {
+  push_tensor(L, self(L).detach());
+  return 1;
+}
+
+int method_requires_grad(lua_State* L) {
+  lua_pushboolean(L, self(L).requires_grad());
+  return 1;
+}
+
+// grad() -> the accumulated gradient, or nil when none was computed
+int method_grad(lua_State* L) {
+  const auto grad = self(L).grad();
+  if (!grad.defined()) return 0;
+  push_tensor(L, grad);
+  return 1;
+}
+
 int method_view(lua_State* L) {
   at::ScalarType unused = at::kFloat;
   auto sizes = sizes_and_dtype(L, 2, unused);
@@ -467,6 +500,11 @@ void open(lua_State* L) {
       {"totable", guarded<method_totable>},
       {"to", guarded<method_to>},
       {"clone", guarded<method_clone>},
+      {"backward", guarded<method_backward>},
+      {"index_select", guarded<method_index_select>},
+      {"detach", guarded<method_detach>},
+      {"requires_grad", guarded<method_requires_grad>},
+      {"grad", guarded<method_grad>},
       {"view", guarded<method_view>},
       {"reshape", guarded<method_view>},
       {"t", guarded<method_t>},

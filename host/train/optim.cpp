@@ -104,21 +104,39 @@ int64_t set_trainable(torch::nn::Module& module, const std::vector<std::string>&
 
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<torch::Tensor>& parameters,
                                                         const OptimizerConfig& config) {
-  if (parameters.empty()) fail("optimizer \"{}\": no parameters to optimise", config.kind);
+  return make_optimizer(parameters, {}, config);
+}
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<torch::Tensor>& decayed,
+                                                        const std::vector<torch::Tensor>& not_decayed,
+                                                        const OptimizerConfig& config) {
+  if (decayed.empty() && not_decayed.empty()) fail("optimizer \"{}\": no parameters to optimise", config.kind);
   if (!(config.lr >= 0.0)) fail("optimizer \"{}\": learning rate {} must be >= 0", config.kind, config.lr);
+  // One group per non-empty list; the second has no weight decay.
+  auto groups_for = [&](const auto& options) {
+    using Options = std::decay_t<decltype(options)>;
+    std::vector<torch::optim::OptimizerParamGroup> groups;
+    if (!decayed.empty()) groups.emplace_back(decayed, std::make_unique<Options>(options));
+    if (!not_decayed.empty()) {
+      auto undecayed = std::make_unique<Options>(options);
+      undecayed->weight_decay(0.0);
+      groups.emplace_back(not_decayed, std::move(undecayed));
+    }
+    return groups;
+  };
   if (config.kind == "adamw") {
     auto options = torch::optim::AdamWOptions(config.lr)
                        .betas(std::make_tuple(config.beta1, config.beta2))
                        .eps(config.eps)
                        .weight_decay(config.weight_decay);
-    return std::make_unique<torch::optim::AdamW>(parameters, options);
+    return std::make_unique<torch::optim::AdamW>(groups_for(options), options);
   }
   if (config.kind == "sgd") {
     auto options = torch::optim::SGDOptions(config.lr)
                        .momentum(config.momentum)
                        .weight_decay(config.weight_decay)
                        .nesterov(config.nesterov);
-    return std::make_unique<torch::optim::SGD>(parameters, options);
+    return std::make_unique<torch::optim::SGD>(groups_for(options), options);
   }
   fail("unknown optimizer \"{}\"; expected adamw or sgd", config.kind);
 }

@@ -50,6 +50,11 @@ struct OptimizerConfig {
 // torch::optim::AdamW or SGD over `parameters`.
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<torch::Tensor>& parameters,
                                                         const OptimizerConfig& config);
+// The same with `not_decayed` in a second parameter group whose weight decay is 0 (transformers' convention: biases
+// and LayerNorm weights are not decayed).
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<torch::Tensor>& decayed,
+                                                        const std::vector<torch::Tensor>& not_decayed,
+                                                        const OptimizerConfig& config);
 
 // ---- learning-rate schedules ----
 

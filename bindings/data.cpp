@@ -1,0 +1,543 @@
+// Datasets, imbalance and batching in Lua: ts.read_table, ts.dataset, ts.downsample, ts.long_tail, ts.split and
+// ts.loader (tokenized rows, a seeded sampler and a batch plan per epoch). Rows are 1-based in Lua; class ids stay
+// 0-based as in the data files.
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "data/batching.h"
+#include "data/sampling.h"
+#include "data/table.h"
+#include "json.h"
+#include "runtime.h"
+#include "tensor.h"
+#include "text/tokenizer.h"
+#include "train/frozen_trunk.h"
+#include "model.h"
+
+namespace ts::lua {
+
+constexpr const char* kDatasetType = "twostage.Dataset";
+constexpr const char* kLoaderType = "twostage.Loader";
+
+namespace {
+
+using data::Dataset;
+
+Dataset& dataset_at(lua_State* L, int index) { return check<Dataset>(L, index, kDatasetType); }
+
+std::vector<int64_t> check_integer_list(lua_State* L, int index, const char* what) {
+  luaL_checktype(L, index, LUA_TTABLE);
+  std::vector<int64_t> items(lua_objlen(L, index));
+  for (size_t i = 0; i < items.size(); ++i) {
+    lua_rawgeti(L, index, static_cast<int>(i + 1));
+    const double value = lua_tonumber(L, -1);
+    if (lua_type(L, -1) != LUA_TNUMBER || value != static_cast<double>(static_cast<int64_t>(value)))
+      fail("{}: item {} is {}, expected an integer", what, i + 1, luaL_typename(L, -1));
+    items[i] = static_cast<int64_t>(value);
+    lua_pop(L, 1);
+  }
+  return items;
+}
+
+void push_integers(lua_State* L, const std::vector<int64_t>& values, int64_t offset = 0) {
+  lua_createtable(L, static_cast<int>(values.size()), 0);
+  for (size_t i = 0; i < values.size(); ++i) {
+    lua_pushnumber(L, static_cast<lua_Number>(values[i] + offset));
+    lua_rawseti(L, -2, static_cast<int>(i + 1));
+  }
+}
+
+void push_strings(lua_State* L, const std::vector<std::string>& values) {
+  lua_createtable(L, static_cast<int>(values.size()), 0);
+  for (size_t i = 0; i < values.size(); ++i) {
+    lua_pushlstring(L, values[i].data(), values[i].size());
+    lua_rawseti(L, -2, static_cast<int>(i + 1));
+  }
+}
+
+// Lua rows (1-based) -> dataset indices (0-based), checked against the dataset's size.
+std::vector<int64_t> rows_to_indices(lua_State* L, int index, const Dataset& data) {
+  auto rows = check_integer_list(L, index, "rows");
+  for (auto& row : rows) {
+    if (row < 1 || row > data.size()) fail("row {} is outside the dataset (1..{})", row, data.size());
+    row -= 1;
+  }
+  return rows;
+}
+
+int64_t check_row(lua_State* L, int index, const Dataset& data) {
+  const auto row = static_cast<int64_t>(luaL_checknumber(L, index));
+  if (row < 1 || row > data.size()) fail("row {} is outside the dataset (1..{})", row, data.size());
+  return row - 1;
+}
+
+Dataset& push_dataset(lua_State* L, Dataset data) { return push_new<Dataset>(L, kDatasetType, std::move(data)); }
+
+// ---- reading -------------------------------------------------------------------------------------------------
+
+data::TableFormat parse_format(const std::string& name) {
+  if (name == "csv") return data::TableFormat::Csv;
+  if (name == "tsv") return data::TableFormat::Tsv;
+  if (name == "jsonl" || name == "json") return data::TableFormat::Jsonl;
+  if (name == "auto") return data::TableFormat::Auto;
+  fail("format '{}': expected csv, tsv, jsonl or auto", name);
+}
+
+// read_table(path[, {text = "text", pair = nil, label = "label" | false, classes = {...}, format = "auto",
+//                    empty_text = "error" | "drop"}]) -> dataset
+int read_table(lua_State* L) {
+  const std::string path = check_string(L, 1);
+  data::TableOptions options;
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if (auto format = opt_string_field(L, 2, "format")) options.format = parse_format(*format);
+    if (auto text = opt_string_field(L, 2, "text")) options.text_column = *text;
+    if (auto pair = opt_string_field(L, 2, "pair")) options.pair_column = *pair;
+    lua_getfield(L, 2, "label");
+    if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1))
+      options.label_column.clear();
+    else if (lua_type(L, -1) == LUA_TSTRING)
+      options.label_column = lua_tostring(L, -1);
+    else if (!lua_isnil(L, -1))
+      fail("option 'label' expects a column name or false (unlabelled), got {}", luaL_typename(L, -1));
+    lua_pop(L, 1);
+    lua_getfield(L, 2, "classes");
+    if (!lua_isnil(L, -1)) options.classes = check_string_list(L, lua_gettop(L));
+    lua_pop(L, 1);
+    if (auto empty = opt_string_field(L, 2, "empty_text")) {
+      if (*empty == "error")
+        options.empty_text = data::EmptyTextPolicy::Error;
+      else if (*empty == "drop")
+        options.empty_text = data::EmptyTextPolicy::Drop;
+      else
+        fail("empty_text '{}': expected \"error\" or \"drop\"", *empty);
+    }
+  }
+  push_dataset(L, data::read_table(path, options));
+  return 1;
+}
+
+// dataset{texts = {...}, labels = {...}, classes = {...}[, pairs = {...}]} -> dataset built in memory
+int dataset_new(lua_State* L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  Dataset data;
+  lua_getfield(L, 1, "texts");
+  data.texts = check_string_list(L, lua_gettop(L));
+  lua_getfield(L, 1, "pairs");
+  if (!lua_isnil(L, -1)) data.pairs = check_string_list(L, lua_gettop(L));
+  lua_getfield(L, 1, "labels");
+  if (!lua_isnil(L, -1)) data.labels = check_integer_list(L, lua_gettop(L), "labels");
+  lua_getfield(L, 1, "classes");
+  if (!lua_isnil(L, -1)) data.class_names = check_string_list(L, lua_gettop(L));
+  lua_pop(L, 4);
+  if (!data.labels.empty() && data.class_names.empty()) {
+    const int64_t largest = *std::max_element(data.labels.begin(), data.labels.end());
+    for (int64_t c = 0; c <= largest; ++c) data.class_names.push_back(std::to_string(c));
+  }
+  data.row_numbers.resize(data.texts.size());
+  for (size_t i = 0; i < data.row_numbers.size(); ++i) data.row_numbers[i] = static_cast<int64_t>(i + 1);
+  data.validate();
+  push_dataset(L, std::move(data));
+  return 1;
+}
+
+// ---- dataset methods -----------------------------------------------------------------------------------------
+
+int dataset_size(lua_State* L) {
+  lua_pushnumber(L, static_cast<lua_Number>(dataset_at(L, 1).size()));
+  return 1;
+}
+
+int dataset_text(lua_State* L) {
+  const auto& data = dataset_at(L, 1);
+  const auto& text = data.texts[check_row(L, 2, data)];
+  lua_pushlstring(L, text.data(), text.size());
+  return 1;
+}
+
+int dataset_pair(lua_State* L) {
+  const auto& data = dataset_at(L, 1);
+  const auto row = check_row(L, 2, data);
+  if (!data.has_pairs()) return 0;
+  lua_pushlstring(L, data.pairs[row].data(), data.pairs[row].size());
+  return 1;
+}
+
+int dataset_label(lua_State* L) {
+  const auto& data = dataset_at(L, 1);
+  const auto row = check_row(L, 2, data);
+  if (data.labels.empty()) return 0;
+  lua_pushnumber(L, static_cast<lua_Number>(data.labels[row]));
+  return 1;
+}
+
+int dataset_texts(lua_State* L) {
+  push_strings(L, dataset_at(L, 1).texts);
+  return 1;
+}
+
+int dataset_pairs(lua_State* L) {
+  const auto& data = dataset_at(L, 1);
+  if (!data.has_pairs()) return 0;
+  push_strings(L, data.pairs);
+  return 1;
+}
+
+int dataset_labels(lua_State* L) {
+  push_integers(L, dataset_at(L, 1).labels);
+  return 1;
+}
+
+int dataset_classes(lua_State* L) {
+  push_strings(L, dataset_at(L, 1).class_names);
+  return 1;
+}
+
+int dataset_num_classes(lua_State* L) {
+  lua_pushnumber(L, static_cast<lua_Number>(dataset_at(L, 1).num_classes()));
+  return 1;
+}
+
+int dataset_class_counts(lua_State* L) {
+  push_integers(L, dataset_at(L, 1).class_counts());
+  return 1;
+}
+
+// source_rows() -> the 1-based line of each row in its file (header = line 1)
+int dataset_source_rows(lua_State* L) {
+  push_integers(L, dataset_at(L, 1).row_numbers);
+  return 1;
+}
+
+int dataset_source(lua_State* L) {
+  lua_pushstring(L, dataset_at(L, 1).source.c_str());
+  return 1;
+}
+
+int dataset_dropped_empty(lua_State* L) {
+  lua_pushnumber(L, static_cast<lua_Number>(dataset_at(L, 1).dropped_empty));
+  return 1;
+}
+
+int dataset_subset(lua_State* L) {
+  const auto& data = dataset_at(L, 1);
+  const auto indices = rows_to_indices(L, 2, data);
+  push_dataset(L, data.subset(indices));
+  return 1;
+}
+
+int dataset_concat(lua_State* L) {
+  push_dataset(L, data::concat(dataset_at(L, 1), dataset_at(L, 2)));
+  return 1;
+}
+
+int dataset_tostring(lua_State* L) {
+  const auto& data = dataset_at(L, 1);
+  std::string counts;
+  const auto class_counts = data.class_counts();
+  for (size_t c = 0; c < class_counts.size(); ++c)
+    counts += fmt::format("{}{}={}", c ? ", " : "", data.class_names[c], class_counts[c]);
+  const std::string text = fmt::format("Dataset({} rows{}{})", data.size(), counts.empty() ? "" : ": ", counts);
+  lua_pushlstring(L, text.data(), text.size());
+  return 1;
+}
+
+// ---- imbalance and splits ------------------------------------------------------------------------------------
+
+uint32_t seed_field(lua_State* L, int index, uint32_t fallback) {
+  return static_cast<uint32_t>(opt_number_field(L, index, "seed").value_or(fallback));
+}
+
+// downsample(dataset, {rate = 0.2, minority = {0}, seed = 42, shuffle = true}) -> subset, rows
+// The reference's exact rows and order (pandas sample with random_state = seed).
+int downsample(lua_State* L) {
+  const auto& data = dataset_at(L, 1);
+  data::DownsampleOptions options;
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    options.rate = opt_number_field(L, 2, "rate").value_or(options.rate);
+    options.seed = seed_field(L, 2, options.seed);
+    options.shuffle = opt_bool_field(L, 2, "shuffle").value_or(options.shuffle);
+    lua_getfield(L, 2, "minority");
+    if (lua_isnumber(L, -1))
+      options.minority = {static_cast<int64_t>(lua_tonumber(L, -1))};
+    else if (!lua_isnil(L, -1))
+      options.minority = check_integer_list(L, lua_gettop(L), "minority");
+    lua_pop(L, 1);
+  }
+  const auto indices = data::downsample_indices(data.labels, data.num_classes(), options);
+  push_dataset(L, data.subset(indices));
+  push_integers(L, indices, 1);
+  return 2;
+}
+
+// long_tail(dataset, {imbalance = 10, seed = 42[, counts = {...}]}) -> subset, rows
+// Exponential profile n_r = int(n_max (1/imbalance)^(r/(C-1))) over the classes ranked by their size (largest
+// first, ties by id), with the largest n_max every class can supply; or explicit per-class `counts` (by class id).
+int long_tail(lua_State* L) {
+  const auto& data = dataset_at(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  const auto seed = seed_field(L, 2, 42);
+  lua_getfield(L, 2, "counts");
+  if (!lua_isnil(L, -1)) {
+    const auto counts = check_integer_list(L, lua_gettop(L), "counts");
+    if (static_cast<int64_t>(counts.size()) != data.num_classes())
+      fail("long_tail: {} counts for {} classes", counts.size(), data.num_classes());
+    const auto indices = data::long_tail_indices(data.labels, counts, seed);
+    push_dataset(L, data.subset(indices));
+    push_integers(L, indices, 1);
+    return 2;
+  }
+  lua_pop(L, 1);
+  const auto imbalance = opt_number_field(L, 2, "imbalance");
+  if (!imbalance || *imbalance < 1) fail("long_tail needs 'imbalance' >= 1 (n_max / n_min) or explicit 'counts'");
+  const auto present = data.class_counts();
+  const auto classes = static_cast<int64_t>(present.size());
+  std::vector<int64_t> order(present.size());
+  std::iota(order.begin(), order.end(), int64_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return present[a] > present[b]; });
+  double head = std::numeric_limits<double>::infinity();
+  for (int64_t r = 0; r < classes; ++r) {
+    const double share = classes > 1 ? std::pow(1.0 / *imbalance, static_cast<double>(r) / (classes - 1)) : 1.0;
+    head = std::min(head, static_cast<double>(present[order[r]]) / share);
+  }
+  const auto counts = data::long_tail_counts(static_cast<int64_t>(head), classes, *imbalance);
+  const auto indices = data::long_tail_indices(data.labels, counts, seed, order);
+  push_dataset(L, data.subset(indices));
+  push_integers(L, indices, 1);
+  return 2;
+}
+
+// split(dataset, {fraction = 0.1, seed = 42}) -> train, validation, train_rows, validation_rows (stratified)
+int split(lua_State* L) {
+  const auto& data = dataset_at(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  const double fraction = opt_number_field(L, 2, "fraction").value_or(0.1);
+  if (!(fraction > 0 && fraction < 1)) fail("split: fraction {} must be in (0, 1)", fraction);
+  const auto parts = data::stratified_split(data.labels, data.num_classes(), fraction, seed_field(L, 2, 42));
+  push_dataset(L, data.subset(parts.train));
+  push_dataset(L, data.subset(parts.validation));
+  push_integers(L, parts.train, 1);
+  push_integers(L, parts.validation, 1);
+  return 4;
+}
+
+// ---- loader --------------------------------------------------------------------------------------------------
+
+struct Loader {
+  data::TokenRows rows;
+  std::vector<int64_t> lengths;
+  data::BatchingOptions batching;
+  std::unique_ptr<data::Sampler> sampler;
+  uint64_t seed = 0;
+  std::shared_ptr<train::FrozenTrunkCache> trunk;  // set by cache_trunk(): batches then carry hidden states
+};
+
+Loader& loader_at(lua_State* L, int index) { return check<Loader>(L, index, kLoaderType); }
+
+// loader(dataset, tokenizer, {batch_size = 16, max_length = 128, sampler = "random", seed = 0, padding = "longest",
+//        pad_to = 128, bucket = false, drop_last = false, num_samples = #dataset, threads = 1}) -> loader
+int loader_new(lua_State* L) {
+  const auto& data = dataset_at(L, 1);
+  const auto& tokenizer = check<text::Tokenizer>(L, 2, "twostage.Tokenizer");
+  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+  const int options = 3;
+  auto& loader = push_new<Loader>(L, kLoaderType);
+
+  const int max_length = static_cast<int>(opt_number_field(L, options, "max_length").value_or(128));
+  const int threads = static_cast<int>(opt_number_field(L, options, "threads").value_or(1));
+  const auto encodings =
+      tokenizer.encode_batch(data.texts, data.has_pairs() ? &data.pairs : nullptr, max_length, threads);
+  loader.rows.input_ids.reserve(encodings.size());
+  for (const auto& encoding : encodings) {
+    loader.rows.input_ids.emplace_back(encoding.ids.begin(), encoding.ids.end());
+    if (data.has_pairs()) loader.rows.token_type_ids.emplace_back(encoding.type_ids.begin(), encoding.type_ids.end());
+  }
+  loader.rows.labels = data.labels;
+  loader.lengths = loader.rows.lengths();
+
+  auto& batching = loader.batching;
+  batching.pad_id = tokenizer.pad_id();
+  batching.batch_size = static_cast<int64_t>(opt_number_field(L, options, "batch_size").value_or(16));
+  if (batching.batch_size < 1) fail("batch_size {} must be at least 1", batching.batch_size);
+  const std::string padding = opt_string_field(L, options, "padding").value_or("longest");
+  if (padding == "fixed") {
+    batching.padding = data::Padding::Fixed;
+    batching.fixed_length = static_cast<int64_t>(opt_number_field(L, options, "pad_to").value_or(max_length));
+  } else if (padding != "longest") {
+    fail("padding '{}': expected \"longest\" (per batch) or \"fixed\" (to pad_to)", padding);
+  }
+  batching.bucket_by_length = opt_bool_field(L, options, "bucket").value_or(false);
+  batching.drop_last = opt_bool_field(L, options, "drop_last").value_or(false);
+
+  loader.seed = static_cast<uint64_t>(opt_number_field(L, options, "seed").value_or(0));
+  const auto kind = data::sampler_kind_from_name(opt_string_field(L, options, "sampler").value_or("random"));
+  const auto num_samples = static_cast<int64_t>(opt_number_field(L, options, "num_samples").value_or(-1));
+  std::vector<int64_t> labels = data.labels;
+  if (labels.empty()) {
+    if (kind == data::SamplerKind::ClassBalanced || kind == data::SamplerKind::SquareRoot)
+      fail("a class-aware sampler needs labelled rows");
+    labels.assign(static_cast<size_t>(data.size()), 0);
+  }
+  loader.sampler = std::make_unique<data::Sampler>(std::move(labels), std::max<int64_t>(1, data.num_classes()), kind,
+                                                   loader.seed, num_samples);
+  return 1;
+}
+
+// The plan of one epoch; the iterator's upvalues are (loader, plan, position).
+struct EpochPlan {
+  std::vector<std::vector<int64_t>> batches;
+};
+constexpr const char* kEpochPlanType = "twostage.EpochPlan";
+
+void push_batch(lua_State* L, const Loader& loader, const std::vector<int64_t>& indices) {
+  const auto batch = data::collate(loader.rows, indices, loader.batching);
+  lua_createtable(L, 0, 7);
+  if (loader.trunk) {
+    const auto hidden = loader.trunk->collate(indices);
+    push_tensor(L, hidden.hidden_states);
+    lua_setfield(L, -2, "hidden_states");
+    lua_pushnumber(L, static_cast<lua_Number>(loader.trunk->start_layer()));
+    lua_setfield(L, -2, "start_layer");
+    push_tensor(L, hidden.attention_mask);
+    lua_setfield(L, -2, "attention_mask");
+  } else {
+    push_tensor(L, batch.input_ids);
+    lua_setfield(L, -2, "input_ids");
+    push_tensor(L, batch.attention_mask);
+    lua_setfield(L, -2, "attention_mask");
+    push_tensor(L, batch.token_type_ids);
+    lua_setfield(L, -2, "token_type_ids");
+  }
+  if (batch.labels.defined()) {
+    push_tensor(L, batch.labels);
+    lua_setfield(L, -2, "labels");
+  }
+  push_integers(L, batch.indices, 1);
+  lua_setfield(L, -2, "rows");
+  lua_pushnumber(L, static_cast<lua_Number>(batch.indices.size()));
+  lua_setfield(L, -2, "size");
+}
+
+int epoch_iterator(lua_State* L) {
+  const auto& loader = loader_at(L, lua_upvalueindex(1));
+  const auto& plan = check<EpochPlan>(L, lua_upvalueindex(2), kEpochPlanType);
+  const auto position = static_cast<size_t>(lua_tonumber(L, lua_upvalueindex(3)));
+  if (position >= plan.batches.size()) return 0;
+  lua_pushnumber(L, static_cast<lua_Number>(position + 1));
+  lua_replace(L, lua_upvalueindex(3));
+  push_batch(L, loader, plan.batches[position]);
+  return 1;
+}
+
+std::vector<std::vector<int64_t>> plan_epoch(const Loader& loader, int64_t epoch) {
+  return data::plan_batches(loader.sampler->epoch(epoch), loader.lengths, loader.batching,
+                            data::derive_seed(loader.seed, epoch));
+}
+
+// loader:epoch(e) -> iterator over the batches of epoch e (1-based; the order depends only on seed and e):
+//   for batch in loader:epoch(1) do ... end
+// Each batch: {input_ids, attention_mask, token_type_ids, labels, rows, size}; after cache_trunk, hidden_states
+// and start_layer replace the token ids.
+int loader_epoch(lua_State* L) {
+  const auto& loader = loader_at(L, 1);
+  const auto epoch = static_cast<int64_t>(luaL_checknumber(L, 2));
+  lua_pushvalue(L, 1);
+  push_new<EpochPlan>(L, kEpochPlanType, EpochPlan{plan_epoch(loader, epoch)});
+  lua_pushnumber(L, 0);
+  lua_pushcclosure(L, guarded<epoch_iterator>, 3);
+  return 1;
+}
+
+// loader:batches(e) -> the number of batches in epoch e
+int loader_batches(lua_State* L) {
+  const auto& loader = loader_at(L, 1);
+  const auto epoch = static_cast<int64_t>(luaL_optnumber(L, 2, 1));
+  lua_pushnumber(L, static_cast<lua_Number>(plan_epoch(loader, epoch).size()));
+  return 1;
+}
+
+int loader_size(lua_State* L) {
+  lua_pushnumber(L, static_cast<lua_Number>(loader_at(L, 1).rows.size()));
+  return 1;
+}
+
+int loader_labels(lua_State* L) {
+  push_integers(L, loader_at(L, 1).rows.labels);
+  return 1;
+}
+
+int loader_tokens(lua_State* L) {
+  const auto& lengths = loader_at(L, 1).lengths;
+  lua_pushnumber(L, static_cast<lua_Number>(std::accumulate(lengths.begin(), lengths.end(), int64_t{0})));
+  return 1;
+}
+
+// loader:cache_trunk(model, start_layer[, {batch_size = 64}]): runs the model's embeddings and layers below
+// `start_layer` (0-based) once per row, in eval mode and without gradients, and keeps the hidden states; from then on
+// its batches carry them, so the model runs only the layers from start_layer up. Only valid while those lower layers
+// stay frozen.
+int loader_cache_trunk(lua_State* L) {
+  auto& loader = loader_at(L, 1);
+  auto& model = check_classifier(L, 2);
+  const auto start_layer = static_cast<int64_t>(luaL_checknumber(L, 3));
+  const auto batch_size = static_cast<int64_t>(opt_number_field(L, 4, "batch_size").value_or(64));
+  loader.trunk = std::make_shared<train::FrozenTrunkCache>(model, loader.rows, start_layer, batch_size,
+                                                           loader.batching.pad_id);
+  lua_pushnumber(L, static_cast<lua_Number>(loader.trunk->bytes()));
+  return 1;
+}
+
+int loader_drop_trunk(lua_State* L) {
+  loader_at(L, 1).trunk.reset();
+  return 0;
+}
+
+void open(lua_State* L) {
+  static const luaL_Reg dataset_methods[] = {{"size", guarded<dataset_size>},
+                                             {"text", guarded<dataset_text>},
+                                             {"pair", guarded<dataset_pair>},
+                                             {"label", guarded<dataset_label>},
+                                             {"texts", guarded<dataset_texts>},
+                                             {"pairs", guarded<dataset_pairs>},
+                                             {"labels", guarded<dataset_labels>},
+                                             {"classes", guarded<dataset_classes>},
+                                             {"num_classes", guarded<dataset_num_classes>},
+                                             {"class_counts", guarded<dataset_class_counts>},
+                                             {"source_rows", guarded<dataset_source_rows>},
+                                             {"source", guarded<dataset_source>},
+                                             {"dropped_empty", guarded<dataset_dropped_empty>},
+                                             {"subset", guarded<dataset_subset>},
+                                             {"concat", guarded<dataset_concat>},
+                                             {nullptr, nullptr}};
+  static const luaL_Reg dataset_meta[] = {
+      {"__len", guarded<dataset_size>}, {"__tostring", guarded<dataset_tostring>}, {nullptr, nullptr}};
+  define_type(L, kDatasetType, dataset_methods, dataset_meta);
+
+  static const luaL_Reg loader_methods[] = {{"epoch", guarded<loader_epoch>},
+                                            {"batches", guarded<loader_batches>},
+                                            {"size", guarded<loader_size>},
+                                            {"labels", guarded<loader_labels>},
+                                            {"tokens", guarded<loader_tokens>},
+                                            {"cache_trunk", guarded<loader_cache_trunk>},
+                                            {"drop_trunk", guarded<loader_drop_trunk>},
+                                            {nullptr, nullptr}};
+  static const luaL_Reg loader_meta[] = {{"__len", guarded<loader_size>}, {nullptr, nullptr}};
+  define_type(L, kLoaderType, loader_methods, loader_meta);
+
+  static const luaL_Reg functions[] = {{"read_table", guarded<read_table>}, {"dataset", guarded<dataset_new>},
+                                       {"downsample", guarded<downsample>},   {"long_tail", guarded<long_tail>},
+                                       {"split", guarded<split>},             {"loader", guarded<loader_new>},
+                                       {nullptr, nullptr}};
+  for (const auto* entry = functions; entry->name; ++entry) {
+    lua_pushcfunction(L, entry->func);
+    lua_setfield(L, -2, entry->name);
+  }
+}
+
+}  // namespace
+
+TWOSTAGE_LUA_BINDING(data, open);
+
+}  // namespace ts::lua

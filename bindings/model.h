@@ -1,0 +1,30 @@
+#pragma once
+// The classifier userdata, shared by the bindings that take a model (loaders caching its trunk, losses, metrics).
+#include <filesystem>
+
+#include <lua.hpp>
+
+#include "model/bert.h"
+
+namespace ts::lua {
+
+constexpr const char* kClassifierType = "twostage.Classifier";
+
+struct Classifier {
+  BertForSequenceClassification module;
+  std::filesystem::path source;  // the folder it came from, whose tokenizer files a save copies
+};
+
+constexpr const char* kMaskedLMType = "twostage.MaskedLM";
+
+struct MaskedLM {
+  BertForMaskedLM module;
+  std::filesystem::path source;
+};
+
+BertForSequenceClassification& check_classifier(lua_State* L, int index);
+BertForMaskedLM& check_masked_lm(lua_State* L, int index);
+// Either kind of model, as the torch module optimisers and savers work on.
+torch::nn::Module& check_module(lua_State* L, int index);
+
+}  // namespace ts::lua

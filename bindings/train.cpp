@@ -1,0 +1,359 @@
+// Training pieces in Lua: losses (ts.loss), optimisers (ts.optimizer), learning-rate schedules (ts.schedule),
+// metrics (ts.metrics, ts.mean_std) and ts.no_grad. The loop itself is Lua (scripts/twostage/train.lua).
+#include <memory>
+
+#include "json.h"
+#include "model.h"
+#include "runtime.h"
+#include "tensor.h"
+#include "train/losses.h"
+#include "train/metrics.h"
+#include "train/optim.h"
+
+namespace ts::lua {
+namespace {
+
+constexpr const char* kLossType = "twostage.Loss";
+constexpr const char* kOptimizerType = "twostage.Optimizer";
+constexpr const char* kScheduleType = "twostage.Schedule";
+
+std::vector<double> check_number_list(lua_State* L, int index, const char* what) {
+  luaL_checktype(L, index, LUA_TTABLE);
+  std::vector<double> items(lua_objlen(L, index));
+  for (size_t i = 0; i < items.size(); ++i) {
+    lua_rawgeti(L, index, static_cast<int>(i + 1));
+    if (lua_type(L, -1) != LUA_TNUMBER) fail("{}: item {} is {}, expected a number", what, i + 1, luaL_typename(L, -1));
+    items[i] = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+  }
+  return items;
+}
+
+std::vector<int64_t> counts_field(lua_State* L, int table, const char* key) {
+  lua_getfield(L, table, key);
+  std::vector<int64_t> counts;
+  if (!lua_isnil(L, -1))
+    for (double value : check_number_list(L, lua_gettop(L), key)) counts.push_back(static_cast<int64_t>(value));
+  lua_pop(L, 1);
+  return counts;
+}
+
+// ---- losses ----------------------------------------------------------------------------------------------------
+
+struct Loss {
+  train::LossConfig config;
+  std::string name;
+};
+
+// loss{kind = "ce" | "ldam" | "focal" | "logit_adjusted", counts = {n_0, ...}, weights = nil | "inverse" |
+//      "effective" | {w_0, ...}, beta = 0.9999, max_margin = 0.5, scale = 1, gamma = 2, tau = 1,
+//      label_smoothing = 0} -> loss; loss(logits, labels) -> scalar tensor
+// counts are the training set's class counts, needed by class weights, LDAM margins and logit adjustment.
+int loss_new(lua_State* L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  Loss loss;
+  loss.name = opt_string_field(L, 1, "kind").value_or("ce");
+  auto& config = loss.config;
+  config.kind = train::loss_kind_from_name(loss.name);
+  const auto counts = counts_field(L, 1, "counts");
+  auto need_counts = [&](const char* what) {
+    if (counts.empty()) fail("loss '{}': {} need the training class counts (counts = {{...}})", loss.name, what);
+  };
+  lua_getfield(L, 1, "weights");
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    const std::string kind = lua_tostring(L, -1);
+    need_counts("class weights");
+    if (kind == "effective")
+      config.class_weights =
+          train::effective_number_weights(counts, opt_number_field(L, 1, "beta").value_or(0.9999));
+    else if (kind == "inverse")
+      config.class_weights = train::inverse_frequency_weights(counts);
+    else if (kind != "none")
+      fail("loss weights '{}': expected \"effective\", \"inverse\", \"none\" or a list", kind);
+  } else if (lua_istable(L, -1)) {
+    config.class_weights = check_number_list(L, lua_gettop(L), "weights");
+  } else if (!lua_isnil(L, -1)) {
+    fail("loss weights: expected a name or a list, got {}", luaL_typename(L, -1));
+  }
+  lua_pop(L, 1);
+  if (config.kind == train::LossKind::Ldam) {
+    need_counts("LDAM margins");
+    config.margins = train::ldam_margins(counts, opt_number_field(L, 1, "max_margin").value_or(0.5));
+    config.scale = opt_number_field(L, 1, "scale").value_or(1.0);
+  }
+  if (config.kind == train::LossKind::Focal) config.gamma = opt_number_field(L, 1, "gamma").value_or(2.0);
+  if (config.kind == train::LossKind::LogitAdjusted) {
+    need_counts("logit adjustment");
+    config.priors = train::class_priors(counts);
+    config.tau = opt_number_field(L, 1, "tau").value_or(1.0);
+  }
+  config.label_smoothing = opt_number_field(L, 1, "label_smoothing").value_or(0.0);
+  if (!counts.empty() && !config.class_weights.empty() && config.class_weights.size() != counts.size())
+    fail("loss: {} class weights for {} classes", config.class_weights.size(), counts.size());
+  push_new<Loss>(L, kLossType, std::move(loss));
+  return 1;
+}
+
+int loss_call(lua_State* L) {
+  const auto& loss = check<Loss>(L, 1, kLossType);
+  const auto& logits = check_tensor(L, 2);
+  const auto labels = check_tensor(L, 3).to(logits.device());
+  push_tensor(L, train::compute_loss(loss.config, logits, labels));
+  return 1;
+}
+
+// describe() -> {kind, weights, margins, scale, gamma, tau, priors, label_smoothing}: what the loss computes with.
+int loss_describe(lua_State* L) {
+  const auto& loss = check<Loss>(L, 1, kLossType);
+  const auto& c = loss.config;
+  nlohmann::json out = {{"kind", loss.name}, {"label_smoothing", c.label_smoothing}};
+  if (!c.class_weights.empty()) out["weights"] = c.class_weights;
+  if (c.kind == train::LossKind::Ldam) out.update({{"margins", c.margins}, {"scale", c.scale}});
+  if (c.kind == train::LossKind::Focal) out["gamma"] = c.gamma;
+  if (c.kind == train::LossKind::LogitAdjusted) out.update({{"priors", c.priors}, {"tau", c.tau}});
+  push_json(L, out);
+  return 1;
+}
+
+// adjust_logits(logits, counts[, tau = 1]) -> logits − τ log π: post-hoc logit adjustment (predict its argmax).
+int adjust_logits(lua_State* L) {
+  const auto& logits = check_tensor(L, 1);
+  std::vector<int64_t> counts;
+  for (double value : check_number_list(L, 2, "counts")) counts.push_back(static_cast<int64_t>(value));
+  push_tensor(L, train::adjust_logits_post_hoc(logits, train::class_priors(counts), luaL_optnumber(L, 3, 1.0)));
+  return 1;
+}
+
+// ---- optimisers and schedules ----------------------------------------------------------------------------------
+
+struct Optimizer {
+  std::shared_ptr<torch::optim::Optimizer> optimizer;
+  std::vector<torch::Tensor> parameters;
+  train::OptimizerConfig config;
+};
+
+Optimizer& optimizer_at(lua_State* L, int index) { return check<Optimizer>(L, index, kOptimizerType); }
+
+// optimizer(model, {kind = "adamw", lr = 1e-5, weight_decay = 0, betas = {0.9, 0.999}, eps = 1e-8, momentum = 0,
+//                   nesterov = false, no_decay = {"bias", "LayerNorm.weight"}?}) -> optimizer
+// Optimises the parameters that are trainable now (set_trainable first). Patterns in no_decay name parameters
+// kept out of weight decay.
+int optimizer_new(lua_State* L) {
+  auto& module = check_module(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  Optimizer optimizer;
+  auto& config = optimizer.config;
+  config.kind = opt_string_field(L, 2, "kind").value_or("adamw");
+  config.lr = opt_number_field(L, 2, "lr").value_or(config.lr);
+  config.weight_decay = opt_number_field(L, 2, "weight_decay").value_or(config.weight_decay);
+  config.eps = opt_number_field(L, 2, "eps").value_or(config.eps);
+  config.momentum = opt_number_field(L, 2, "momentum").value_or(config.momentum);
+  config.nesterov = opt_bool_field(L, 2, "nesterov").value_or(config.nesterov);
+  lua_getfield(L, 2, "betas");
+  if (!lua_isnil(L, -1)) {
+    const auto betas = check_number_list(L, lua_gettop(L), "betas");
+    if (betas.size() != 2) fail("betas: expected two numbers, got {}", betas.size());
+    config.beta1 = betas[0];
+    config.beta2 = betas[1];
+  }
+  lua_pop(L, 1);
+  std::vector<std::string> no_decay;
+  lua_getfield(L, 2, "no_decay");
+  if (!lua_isnil(L, -1)) no_decay = check_string_list(L, lua_gettop(L));
+  lua_pop(L, 1);
+
+  std::vector<torch::Tensor> decayed, not_decayed;
+  for (const auto& item : module.named_parameters()) {
+    if (!item.value().requires_grad()) continue;
+    const bool exempt = std::any_of(no_decay.begin(), no_decay.end(), [&](const std::string& pattern) {
+      return train::name_matches(item.key(), pattern) ||
+             item.key().size() >= pattern.size() &&
+                 item.key().compare(item.key().size() - pattern.size(), pattern.size(), pattern) == 0;
+    });
+    (exempt ? not_decayed : decayed).push_back(item.value());
+    optimizer.parameters.push_back(item.value());
+  }
+  if (optimizer.parameters.empty()) fail("optimizer: the model has no trainable parameters (see set_trainable)");
+  optimizer.optimizer = train::make_optimizer(decayed, not_decayed, config);
+  push_new<Optimizer>(L, kOptimizerType, std::move(optimizer));
+  return 1;
+}
+
+int optimizer_step(lua_State* L) {
+  optimizer_at(L, 1).optimizer->step();
+  return 0;
+}
+
+int optimizer_zero_grad(lua_State* L) {
+  optimizer_at(L, 1).optimizer->zero_grad();
+  return 0;
+}
+
+// clip_grad_norm(max_norm) -> the global gradient norm before clipping
+int optimizer_clip_grad_norm(lua_State* L) {
+  auto& optimizer = optimizer_at(L, 1);
+  lua_pushnumber(L, train::clip_grad_norm(optimizer.parameters, luaL_checknumber(L, 2)));
+  return 1;
+}
+
+double group_lr(const torch::optim::OptimizerParamGroup& group) {
+  if (const auto* adamw = dynamic_cast<const torch::optim::AdamWOptions*>(&group.options())) return adamw->lr();
+  if (const auto* sgd = dynamic_cast<const torch::optim::SGDOptions*>(&group.options())) return sgd->lr();
+  fail("unknown optimizer options");
+}
+
+int optimizer_lr(lua_State* L) {
+  lua_pushnumber(L, group_lr(optimizer_at(L, 1).optimizer->param_groups().front()));
+  return 1;
+}
+
+int optimizer_parameter_count(lua_State* L) {
+  int64_t count = 0;
+  for (const auto& parameter : optimizer_at(L, 1).parameters) count += parameter.numel();
+  lua_pushnumber(L, static_cast<lua_Number>(count));
+  return 1;
+}
+
+// save(path) / load(path): the optimiser's state (AdamW moments, step counts), for resuming a run.
+int optimizer_save(lua_State* L) {
+  const std::string path = check_string(L, 2);
+  check_write(L, path);
+  const std::string temporary = path + ".tmp";
+  torch::save(*optimizer_at(L, 1).optimizer, temporary);
+  std::filesystem::rename(temporary, path);
+  return 0;
+}
+
+int optimizer_load(lua_State* L) {
+  torch::load(*optimizer_at(L, 1).optimizer, check_string(L, 2));
+  return 0;
+}
+
+struct Schedule {
+  std::shared_ptr<torch::optim::Optimizer> optimizer;  // kept alive while the schedule drives it
+  std::unique_ptr<train::LrScheduler> scheduler;
+};
+
+// schedule(optimizer, {kind = "linear", warmup_steps = 0, total_steps = N, cycles = 0.5}) -> schedule
+// Sets the learning rate for the first step now; call schedule:step() after each optimizer:step().
+int schedule_new(lua_State* L) {
+  auto& optimizer = optimizer_at(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  train::Schedule schedule;
+  schedule.kind = train::schedule_kind_from_name(opt_string_field(L, 2, "kind").value_or("linear"));
+  schedule.warmup_steps = static_cast<int64_t>(opt_number_field(L, 2, "warmup_steps").value_or(0));
+  const auto total = opt_number_field(L, 2, "total_steps");
+  if (!total && schedule.kind != train::ScheduleKind::Constant) fail("schedule: total_steps is required");
+  schedule.total_steps = static_cast<int64_t>(total.value_or(0));
+  schedule.num_cycles = opt_number_field(L, 2, "cycles").value_or(0.5);
+  const int64_t start = static_cast<int64_t>(opt_number_field(L, 2, "start_step").value_or(0));
+  auto& made = push_new<Schedule>(L, kScheduleType);
+  made.optimizer = optimizer.optimizer;
+  made.scheduler = std::make_unique<train::LrScheduler>(*made.optimizer, schedule, optimizer.config.lr);
+  for (int64_t step = 0; step < start; ++step) made.scheduler->step();
+  return 1;
+}
+
+int schedule_step(lua_State* L) {
+  check<Schedule>(L, 1, kScheduleType).scheduler->step();
+  return 0;
+}
+
+int schedule_lr(lua_State* L) {
+  lua_pushnumber(L, check<Schedule>(L, 1, kScheduleType).scheduler->current_lr());
+  return 1;
+}
+
+int schedule_current_step(lua_State* L) {
+  lua_pushnumber(L, static_cast<lua_Number>(check<Schedule>(L, 1, kScheduleType).scheduler->current_step()));
+  return 1;
+}
+
+// ---- metrics -----------------------------------------------------------------------------------------------------
+
+std::vector<int64_t> class_ids(lua_State* L, int index) {
+  std::vector<int64_t> ids;
+  if (lua_istable(L, index)) {
+    for (double value : check_number_list(L, index, "labels")) ids.push_back(static_cast<int64_t>(value));
+    return ids;
+  }
+  const auto tensor = check_tensor(L, index).to(torch::kCPU, torch::kLong).contiguous();
+  ids.assign(tensor.data_ptr<int64_t>(), tensor.data_ptr<int64_t>() + tensor.numel());
+  return ids;
+}
+
+// metrics(labels, logits[, {num_classes = C, scores = "logits" | "probabilities"}]) -> table
+// metrics(labels, predictions, {num_classes = C}) with predictions a list or 1-d tensor of class ids.
+int metrics(lua_State* L) {
+  const auto truth = class_ids(L, 1);
+  const auto num_classes = opt_number_field(L, 3, "num_classes");
+  const auto* scores = lua_istable(L, 2) ? nullptr : &check_tensor(L, 2);
+  if (scores && scores->dim() == 2) {
+    const auto matrix = scores->detach().to(torch::kCPU, torch::kDouble).contiguous();
+    const std::vector<double> values(matrix.data_ptr<double>(), matrix.data_ptr<double>() + matrix.numel());
+    const auto kind = opt_string_field(L, 3, "scores").value_or("logits") == "probabilities"
+                          ? train::ScoreKind::Probabilities
+                          : train::ScoreKind::Logits;
+    push_json(L, train::evaluate_scores(truth, values, matrix.size(1), kind).to_json());
+    return 1;
+  }
+  if (!num_classes) fail("metrics: num_classes is required with predicted class ids");
+  push_json(L, train::evaluate_predictions(truth, class_ids(L, 2), static_cast<int64_t>(*num_classes)).to_json());
+  return 1;
+}
+
+// mean_std({run1, run2, ...}) -> {n, mean, std}: numbers and arrays aggregated over runs (std null for one run).
+int mean_std(lua_State* L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  std::vector<nlohmann::json> runs;
+  for (size_t i = 1; i <= lua_objlen(L, 1); ++i) {
+    lua_rawgeti(L, 1, static_cast<int>(i));
+    runs.push_back(to_json(L, lua_gettop(L)));
+    lua_pop(L, 1);
+  }
+  push_json(L, train::mean_and_std(runs));
+  return 1;
+}
+
+// no_grad(f, ...) -> f(...) with autograd off (evaluation, caching).
+int no_grad(lua_State* L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  torch::NoGradGuard guard;
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+void open(lua_State* L) {
+  static const luaL_Reg loss_methods[] = {{"describe", guarded<loss_describe>}, {nullptr, nullptr}};
+  static const luaL_Reg loss_meta[] = {{"__call", guarded<loss_call>}, {nullptr, nullptr}};
+  define_type(L, kLossType, loss_methods, loss_meta);
+  static const luaL_Reg optimizer_methods[] = {{"step", guarded<optimizer_step>},
+                                               {"zero_grad", guarded<optimizer_zero_grad>},
+                                               {"clip_grad_norm", guarded<optimizer_clip_grad_norm>},
+                                               {"lr", guarded<optimizer_lr>},
+                                               {"parameter_count", guarded<optimizer_parameter_count>},
+                                               {"save", guarded<optimizer_save>},
+                                               {"load", guarded<optimizer_load>},
+                                               {nullptr, nullptr}};
+  define_type(L, kOptimizerType, optimizer_methods, nullptr);
+  static const luaL_Reg schedule_methods[] = {{"step", guarded<schedule_step>},
+                                              {"lr", guarded<schedule_lr>},
+                                              {"current_step", guarded<schedule_current_step>},
+                                              {nullptr, nullptr}};
+  define_type(L, kScheduleType, schedule_methods, nullptr);
+
+  static const luaL_Reg functions[] = {{"loss", guarded<loss_new>},         {"adjust_logits", guarded<adjust_logits>},
+                                       {"optimizer", guarded<optimizer_new>}, {"schedule", guarded<schedule_new>},
+                                       {"metrics", guarded<metrics>},         {"mean_std", guarded<mean_std>},
+                                       {"no_grad", guarded<no_grad>},         {nullptr, nullptr}};
+  for (const auto* entry = functions; entry->name; ++entry) {
+    lua_pushcfunction(L, entry->func);
+    lua_setfield(L, -2, entry->name);
+  }
+}
+
+}  // namespace
+
+TWOSTAGE_LUA_BINDING(train, open);
+
+}  // namespace ts::lua
