@@ -3,7 +3,12 @@
 -- what it uses.
 local native = require "twostage.native"
 
-local lazy = {}
+local lazy = {
+  augment = "twostage.augment",
+  experiment = "twostage.experiment",
+  train = "twostage.train",
+  progress = "twostage.progress",
+}
 
 local ts = setmetatable({}, {
   __index = function(self, name)
