@@ -5,6 +5,8 @@
 #include <limits>
 #include <numeric>
 
+#include "data.h"
+
 #include "data/batching.h"
 #include "data/sampling.h"
 #include "data/table.h"
@@ -17,14 +19,15 @@
 
 namespace ts::lua {
 
-constexpr const char* kDatasetType = "twostage.Dataset";
 constexpr const char* kLoaderType = "twostage.Loader";
+
+data::Dataset& check_dataset(lua_State* L, int index) { return check<data::Dataset>(L, index, kDatasetType); }
 
 namespace {
 
 using data::Dataset;
 
-Dataset& dataset_at(lua_State* L, int index) { return check<Dataset>(L, index, kDatasetType); }
+Dataset& dataset_at(lua_State* L, int index) { return check_dataset(L, index); }
 
 std::vector<int64_t> check_integer_list(lua_State* L, int index, const char* what) {
   luaL_checktype(L, index, LUA_TTABLE);

@@ -1,0 +1,228 @@
+// Masked-LM pretraining in Lua: ts.masked_lm (a BertForMaskedLM from a folder or a config), ts.mlm_corpus (texts
+// packed into blocks) and ts.masker (BERT's dynamic masking). The loop is recipes/pretrain_mlm.lua.
+#include "data.h"
+#include "data/sampling.h"
+#include "json.h"
+#include "model.h"
+#include "model/checkpoint.h"
+#include "runtime.h"
+#include "tensor.h"
+#include "text/tokenizer.h"
+#include "train/mlm.h"
+
+namespace ts::lua {
+namespace {
+
+constexpr const char* kCorpusType = "twostage.Corpus";
+constexpr const char* kMaskerType = "twostage.Masker";
+
+MaskedLM& self(lua_State* L) { return check<MaskedLM>(L, 1, kMaskedLMType); }
+
+// masked_lm(folder | config table[, {device = "cpu"}]) -> model
+int masked_lm_new(lua_State* L) {
+  LoadOptions options;
+  if (auto device = opt_string_field(L, 2, "device")) options.device = torch::Device(*device);
+  if (lua_istable(L, 1)) {
+    auto config = BertConfig::from_json(to_json(L, 1), "masked_lm");
+    config.validate("masked_lm");
+    BertForMaskedLM module(config);
+    module->to(options.device);
+    push_new<MaskedLM>(L, kMaskedLMType, MaskedLM{module, {}});
+    return 1;
+  }
+  const std::string folder = check_string(L, 1);
+  LoadReport report;
+  auto module = load_masked_lm(folder, options, &report);
+  push_new<MaskedLM>(L, kMaskedLMType, MaskedLM{module, folder});
+  return 1;
+}
+
+int method_train(lua_State* L) {
+  self(L).module->train(lua_isnoneornil(L, 2) ? true : lua_toboolean(L, 2));
+  lua_settop(L, 1);
+  return 1;
+}
+
+int method_eval(lua_State* L) {
+  self(L).module->eval();
+  lua_settop(L, 1);
+  return 1;
+}
+
+int method_num_parameters(lua_State* L) {
+  int64_t count = 0;
+  for (const auto& parameter : self(L).module->parameters()) count += parameter.numel();
+  lua_pushnumber(L, static_cast<lua_Number>(count));
+  return 1;
+}
+
+int method_config(lua_State* L) {
+  push_json(L, self(L).module->config.to_json({"BertForMaskedLM"}));
+  return 1;
+}
+
+// save(folder[, {fp16 = false, tokenizer = tok}]): a folder transformers' BertForMaskedLM.from_pretrained loads.
+int method_save(lua_State* L) {
+  auto& model = self(L);
+  const std::string folder = check_string(L, 2);
+  check_write(L, folder);
+  SaveOptions options;
+  options.fp16 = opt_bool_field(L, 3, "fp16").value_or(false);
+  options.tokenizer_from = model.source;
+  if (lua_istable(L, 3)) {
+    lua_getfield(L, 3, "tokenizer");
+    if (!lua_isnil(L, -1)) options.tokenizer = &check<text::Tokenizer>(L, lua_gettop(L), "twostage.Tokenizer");
+    lua_pop(L, 1);
+  }
+  save_pretrained(model.module, folder, options);
+  return 0;
+}
+
+// loss(batch) -> loss tensor, correct, count: cross-entropy over the masked positions of a masker batch.
+int method_loss(lua_State* L) {
+  auto& model = self(L).module;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  train::MaskedBatch batch;
+  lua_getfield(L, 2, "input_ids");
+  batch.input_ids = check_tensor(L, -1);
+  lua_getfield(L, 2, "attention_mask");
+  batch.attention_mask = check_tensor(L, -1);
+  lua_getfield(L, 2, "labels");
+  batch.labels = check_tensor(L, -1);
+  lua_pop(L, 3);
+  const auto result = train::masked_lm_loss(model, batch);
+  push_tensor(L, result.loss);
+  lua_pushnumber(L, static_cast<lua_Number>(result.correct));
+  lua_pushnumber(L, static_cast<lua_Number>(result.count));
+  return 3;
+}
+
+// ---- corpus and masking ------------------------------------------------------------------------------------------
+
+train::PackedCorpus& corpus_at(lua_State* L, int index) { return check<train::PackedCorpus>(L, index, kCorpusType); }
+
+// mlm_corpus(tokenizer, {dataset, ...}[, {max_length = 128, threads = 1}]) -> corpus of packed blocks
+int corpus_new(lua_State* L) {
+  const auto& tokenizer = check<text::Tokenizer>(L, 1, "twostage.Tokenizer");
+  luaL_checktype(L, 2, LUA_TTABLE);
+  std::vector<std::string> texts;
+  for (size_t i = 1; i <= lua_objlen(L, 2); ++i) {
+    lua_rawgeti(L, 2, static_cast<int>(i));
+    const auto& dataset = check_dataset(L, lua_gettop(L));
+    texts.insert(texts.end(), dataset.texts.begin(), dataset.texts.end());
+    texts.insert(texts.end(), dataset.pairs.begin(), dataset.pairs.end());
+    lua_pop(L, 1);
+  }
+  const auto max_length = static_cast<int64_t>(opt_number_field(L, 3, "max_length").value_or(128));
+  const auto threads = static_cast<int>(opt_number_field(L, 3, "threads").value_or(1));
+  push_new<train::PackedCorpus>(L, kCorpusType, train::pack_texts(tokenizer, texts, max_length, threads));
+  return 1;
+}
+
+// corpus:split(fraction, seed) -> held-out corpus (those blocks leave this one)
+int corpus_split(lua_State* L) {
+  auto& corpus = corpus_at(L, 1);
+  train::PackedCorpus heldout;
+  train::split_heldout(corpus, heldout, luaL_checknumber(L, 2), static_cast<uint64_t>(luaL_checknumber(L, 3)));
+  push_new<train::PackedCorpus>(L, kCorpusType, std::move(heldout));
+  return 1;
+}
+
+int corpus_blocks(lua_State* L) {
+  lua_pushnumber(L, static_cast<lua_Number>(corpus_at(L, 1).blocks.size()));
+  return 1;
+}
+
+int corpus_tokens(lua_State* L) {
+  lua_pushnumber(L, static_cast<lua_Number>(corpus_at(L, 1).tokens()));
+  return 1;
+}
+
+// masker(tokenizer, {probability = 0.15, mask_share = 0.8, random_share = 0.1, whole_word = false}) -> masker
+int masker_new(lua_State* L) {
+  const auto& tokenizer = check<text::Tokenizer>(L, 1, "twostage.Tokenizer");
+  train::MaskingOptions options;
+  options.probability = opt_number_field(L, 2, "probability").value_or(options.probability);
+  options.mask_share = opt_number_field(L, 2, "mask_share").value_or(options.mask_share);
+  options.random_share = opt_number_field(L, 2, "random_share").value_or(options.random_share);
+  options.whole_word = opt_bool_field(L, 2, "whole_word").value_or(options.whole_word);
+  push_new<train::Masker>(L, kMaskerType, tokenizer, options);
+  return 1;
+}
+
+void push_masked(lua_State* L, const train::MaskedBatch& batch, size_t rows) {
+  lua_createtable(L, 0, 4);
+  push_tensor(L, batch.input_ids);
+  lua_setfield(L, -2, "input_ids");
+  push_tensor(L, batch.attention_mask);
+  lua_setfield(L, -2, "attention_mask");
+  push_tensor(L, batch.labels);
+  lua_setfield(L, -2, "labels");
+  lua_pushnumber(L, static_cast<lua_Number>(rows));
+  lua_setfield(L, -2, "size");
+}
+
+// masker:batch(corpus, step, batch_size, seed) -> {input_ids, attention_mask, labels, size}: the blocks and masks
+// of training step `step` (0-based), a function of (seed, step) alone.
+int masker_batch(lua_State* L) {
+  const auto& masker = check<train::Masker>(L, 1, kMaskerType);
+  const auto& corpus = corpus_at(L, 2);
+  const auto step = static_cast<int64_t>(luaL_checknumber(L, 3));
+  const auto batch_size = static_cast<int64_t>(luaL_checknumber(L, 4));
+  const auto seed = static_cast<uint64_t>(luaL_checknumber(L, 5));
+  const auto indices =
+      train::blocks_for_step(static_cast<int64_t>(corpus.blocks.size()), batch_size, step, seed);
+  push_masked(L, masker.mask(corpus, indices, data::derive_seed(seed ^ 0x6d61736bULL, step)), indices.size());
+  return 1;
+}
+
+// masker:range(corpus, first, count, seed) -> the blocks first..first+count-1 (0-based) masked with `seed`: fixed
+// held-out batches.
+int masker_range(lua_State* L) {
+  const auto& masker = check<train::Masker>(L, 1, kMaskerType);
+  const auto& corpus = corpus_at(L, 2);
+  const auto first = static_cast<int64_t>(luaL_checknumber(L, 3));
+  const auto count = static_cast<int64_t>(luaL_checknumber(L, 4));
+  const auto seed = static_cast<uint64_t>(luaL_checknumber(L, 5));
+  std::vector<int64_t> indices;
+  for (int64_t i = first; i < std::min<int64_t>(first + count, static_cast<int64_t>(corpus.blocks.size())); ++i)
+    indices.push_back(i);
+  if (indices.empty()) return 0;
+  push_masked(L, masker.mask(corpus, indices, data::derive_seed(seed, first)), indices.size());
+  return 1;
+}
+
+void open(lua_State* L) {
+  static const luaL_Reg model_methods[] = {{"train", guarded<method_train>},
+                                           {"eval", guarded<method_eval>},
+                                           {"num_parameters", guarded<method_num_parameters>},
+                                           {"config", guarded<method_config>},
+                                           {"save", guarded<method_save>},
+                                           {"loss", guarded<method_loss>},
+                                           {nullptr, nullptr}};
+  define_type(L, kMaskedLMType, model_methods, nullptr);
+  static const luaL_Reg corpus_methods[] = {{"split", guarded<corpus_split>},
+                                            {"blocks", guarded<corpus_blocks>},
+                                            {"tokens", guarded<corpus_tokens>},
+                                            {nullptr, nullptr}};
+  static const luaL_Reg corpus_meta[] = {{"__len", guarded<corpus_blocks>}, {nullptr, nullptr}};
+  define_type(L, kCorpusType, corpus_methods, corpus_meta);
+  static const luaL_Reg masker_methods[] = {
+      {"batch", guarded<masker_batch>}, {"range", guarded<masker_range>}, {nullptr, nullptr}};
+  define_type(L, kMaskerType, masker_methods, nullptr);
+
+  static const luaL_Reg functions[] = {{"masked_lm", guarded<masked_lm_new>},
+                                       {"mlm_corpus", guarded<corpus_new>},
+                                       {"masker", guarded<masker_new>},
+                                       {nullptr, nullptr}};
+  for (const auto* entry = functions; entry->name; ++entry) {
+    lua_pushcfunction(L, entry->func);
+    lua_setfield(L, -2, entry->name);
+  }
+}
+
+}  // namespace
+
+TWOSTAGE_LUA_BINDING(pretraining, open);
+
+}  // namespace ts::lua

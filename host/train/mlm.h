@@ -1,0 +1,72 @@
+#pragma once
+// Masked-LM pretraining pieces: text packed into fixed-length blocks, BERT's dynamic masking (optionally of whole
+// words), and the loss on the masked positions.
+//
+// Everything random here is a function of (seed, step), not of a running generator, so an interrupted run that
+// resumes at step s draws exactly the batches and masks the uninterrupted run drew.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "model/bert.h"
+#include "text/tokenizer.h"
+
+namespace ts::train {
+
+// Blocks of at most `max_length` token ids: [CLS] s1 [SEP] s2 [SEP] ... filled with whole texts while they fit (a
+// text longer than a block is cut into pieces of max_length − 2 tokens, each its own block). Blocks are not padded.
+struct PackedCorpus {
+  std::vector<std::vector<int32_t>> blocks;
+  int64_t tokens() const;
+};
+
+PackedCorpus pack_texts(const text::Tokenizer& tokenizer, const std::vector<std::string>& texts, int64_t max_length,
+                        int threads = 1);
+
+// Splits off every k-th block (a deterministic, seeded choice of `fraction` of the blocks) for held-out evaluation.
+void split_heldout(PackedCorpus& corpus, PackedCorpus& heldout, double fraction, uint64_t seed);
+
+struct MaskingOptions {
+  double probability = 0.15;   // share of (non-special) tokens, or of words, selected
+  double mask_share = 0.8;     // of the selected: replaced by [MASK]
+  double random_share = 0.1;   // of the selected: replaced by a random token (the rest keep their token)
+  bool whole_word = false;     // select words (a token and the "##" pieces after it) instead of tokens
+};
+
+struct MaskedBatch {
+  torch::Tensor input_ids;       // [B, T] int64, masked
+  torch::Tensor attention_mask;  // [B, T] int64
+  torch::Tensor labels;          // [B, T] int64: the original id where selected, −100 elsewhere
+};
+
+// Masks the blocks `indices` of `corpus` as Hugging Face's DataCollatorForLanguageModeling (or ...ForWholeWordMask):
+// each token (word) is selected with `probability`; [CLS], [SEP] and padding never are. `seed` fixes every draw.
+class Masker {
+ public:
+  Masker(const text::Tokenizer& tokenizer, MaskingOptions options);
+  MaskedBatch mask(const PackedCorpus& corpus, const std::vector<int64_t>& indices, uint64_t seed) const;
+
+ private:
+  MaskingOptions options_;
+  int32_t cls_, sep_, pad_, mask_;
+  int32_t vocab_size_;
+  std::vector<bool> continuation_;  // per id: a "##" piece that continues the previous token's word
+};
+
+// Blocks of step `step` for batches of `batch_size` over `blocks` blocks: a seeded permutation per pass over the
+// corpus, so step s of any run with the same seed reads the same blocks.
+std::vector<int64_t> blocks_for_step(int64_t blocks, int64_t batch_size, int64_t step, uint64_t seed);
+
+struct MaskedLMLoss {
+  torch::Tensor loss;  // mean cross-entropy over the masked positions
+  int64_t correct = 0;  // masked positions whose top prediction is the original token
+  int64_t count = 0;    // masked positions
+};
+
+// The decoder runs on the masked positions only (the loss is the same as over all positions with −100 ignored, at a
+// fraction of the vocabulary projection's cost).
+MaskedLMLoss masked_lm_loss(BertForMaskedLM& model, const MaskedBatch& batch);
+
+}  // namespace ts::train

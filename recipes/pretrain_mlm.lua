@@ -1,0 +1,142 @@
+-- Masked-LM pretraining of BertForMaskedLM, from scratch (a small BERT over a given vocabulary) or continued from a
+-- checkpoint (domain-adaptive pretraining, `from`). Texts are packed into blocks of max_length tokens; 15% of the
+-- tokens (or whole words) are selected afresh every step, 80% of those become [MASK], 10% a random token, 10% stay.
+-- AdamW with warm-up and linear decay. A checkpoint every save_every steps; run again with the same --out to resume
+-- an interrupted run exactly where it stopped (batches, masks and dropout are functions of seed and step).
+local ts = require "twostage"
+
+local settings = ts.settings {
+  from = { "", "checkpoint folder to continue pretraining (empty: from scratch)" },
+  vocab = { "data/vocab/bert-base-uncased", "vocabulary folder when training from scratch" },
+  layers = { 4, "encoder layers (from scratch)" },
+  hidden = { 256, "hidden size (from scratch)" },
+  heads = { 4, "attention heads (from scratch)" },
+  intermediate = { 1024, "feed-forward size (from scratch)" },
+  corpus = { { "data/sst2/train.tsv:sentence" }, "text files as PATH:COLUMN (CSV, TSV or JSONL)" },
+  max_length = { 128, "tokens per block" },
+  batch_size = { 64, "blocks per step" },
+  steps = { 1000, "optimiser steps" },
+  lr = { 5e-4, "peak learning rate", type = "number" },
+  warmup_ratio = { 0.06, "share of the steps spent warming up", type = "number" },
+  weight_decay = { 0.01, "AdamW weight decay (not on biases and LayerNorm weights)", type = "number" },
+  clip = { 1.0, "gradient clipping by global norm", type = "number" },
+  mask_probability = { 0.15, "share of tokens (or words) selected for prediction", type = "number" },
+  whole_word = { false, "select whole words (a token and its ## pieces) together" },
+  heldout_fraction = { 0.01, "share of blocks held out for the masked-LM loss and accuracy", type = "number" },
+  eval_every = { 250, "steps between held-out evaluations" },
+  save_every = { 250, "steps between checkpoints" },
+  log_every = { 50, "steps between log lines of the training loss" },
+  fp16 = { true, "save the final model's weights in float16" },
+  stop_after = { 0, "stop after this step as an interruption would, without the final save (tests)" },
+  seed = { 42, "seed of initialisation, block order, masks and dropout" },
+  device = { "cpu", "cpu or cuda" },
+}
+
+local run_dir = ts.run_dir()
+local checkpoint = run_dir .. "/checkpoint"
+
+local tokenizer = ts.tokenizer(settings.from ~= "" and settings.from or settings.vocab)
+local datasets = {}
+for _, entry in ipairs(settings.corpus) do
+  local path, column = entry:match("^(.*):([^:/]+)$")
+  if not path then error("corpus entry '" .. entry .. "': expected PATH:COLUMN") end
+  datasets[#datasets + 1] = ts.read_table(path, { text = column, label = false, empty_text = "drop" })
+end
+local corpus = ts.mlm_corpus(tokenizer, datasets, { max_length = settings.max_length, threads = 2 })
+local heldout = corpus:split(settings.heldout_fraction, settings.seed)
+ts.log("corpus", string.format("%d blocks, %d tokens for training; %d blocks held out", #corpus, corpus:tokens(),
+  #heldout), { blocks = #corpus, tokens = corpus:tokens(), heldout_blocks = #heldout })
+local masker = ts.masker(tokenizer, { probability = settings.mask_probability, whole_word = settings.whole_word })
+
+-- The model: resumed, continued, or new.
+local state = { step = 0, losses = {}, evaluations = {} }
+local model
+if ts.exists(checkpoint .. "/state.json") then
+  state = ts.json_decode(ts.read_file(checkpoint .. "/state.json"))
+  model = ts.masked_lm(checkpoint, { device = settings.device })
+  ts.log("resume", string.format("resuming at step %d from %s", state.step, checkpoint), { step = state.step })
+elseif settings.from ~= "" then
+  model = ts.masked_lm(settings.from, { device = settings.device })
+else
+  ts.manual_seed(settings.seed)
+  model = ts.masked_lm({
+    vocab_size = tokenizer:vocab_size(), hidden_size = settings.hidden, num_hidden_layers = settings.layers,
+    num_attention_heads = settings.heads, intermediate_size = settings.intermediate,
+    max_position_embeddings = 512, type_vocab_size = 2, hidden_act = "gelu", hidden_dropout_prob = 0.1,
+    attention_probs_dropout_prob = 0.1, layer_norm_eps = 1e-12, initializer_range = 0.02, pad_token_id = 0,
+  }, { device = settings.device })
+end
+ts.log("model", string.format("%d parameters", model:num_parameters()), { config = model:config() })
+
+local optimizer = ts.optimizer(model, { kind = "adamw", lr = settings.lr, weight_decay = settings.weight_decay,
+  no_decay = { "bias", "LayerNorm.weight" } })
+if state.step > 0 then optimizer:load(checkpoint .. "/optimizer.pt") end
+local schedule = ts.schedule(optimizer, { kind = "linear", total_steps = settings.steps,
+  warmup_steps = math.floor(settings.warmup_ratio * settings.steps), start_step = state.step })
+
+local function evaluate()
+  model:eval()
+  local loss_sum, correct, count = 0, 0, 0
+  ts.no_grad(function()
+    for first = 0, #heldout - 1, settings.batch_size do
+      local batch = masker:range(heldout, first, settings.batch_size, settings.seed)
+      local loss, batch_correct, batch_count = model:loss(batch)
+      loss_sum = loss_sum + loss:item() * batch_count
+      correct, count = correct + batch_correct, count + batch_count
+    end
+  end)
+  model:train()
+  local result = { step = state.step, loss = loss_sum / math.max(1, count), accuracy = correct / math.max(1, count),
+                   masked = count }
+  state.evaluations[#state.evaluations + 1] = result
+  ts.log("heldout", string.format("step %d: held-out masked-LM loss %.4f, accuracy %.4f (%d masked tokens)",
+    result.step, result.loss, result.accuracy, count), result)
+  return result
+end
+
+local function save_checkpoint()
+  model:save(checkpoint, { tokenizer = tokenizer })
+  optimizer:save(checkpoint .. "/optimizer.pt")
+  -- state.json last: a checkpoint without it (a crash mid-save) is never resumed from a mix of steps.
+  ts.write_file(checkpoint .. "/state.json", ts.json_encode(state))
+end
+
+local progress = ts.progress.new("pretrain", settings.steps - state.step)
+local started = ts.clock()
+model:train()
+while state.step < settings.steps do
+  local batch = masker:batch(corpus, state.step, settings.batch_size, settings.seed)
+  ts.manual_seed(settings.seed * 1000003 + state.step)  -- dropout, as a function of the step
+  local loss = model:loss(batch)
+  loss:backward()
+  optimizer:clip_grad_norm(settings.clip)
+  optimizer:step()
+  schedule:step()
+  optimizer:zero_grad()
+  state.step = state.step + 1
+  local value = loss:item()
+  state.losses[#state.losses + 1] = value
+  progress:update { examples = batch.size, loss = value, lr = optimizer:lr() }
+  if state.step % settings.log_every == 0 then
+    ts.log("train", string.format("step %d: loss %.4f, lr %.3g", state.step, value, optimizer:lr()),
+      { step = state.step, loss = value, lr = optimizer:lr() })
+  end
+  if state.step % settings.eval_every == 0 then evaluate() end
+  if state.step % settings.save_every == 0 then save_checkpoint() end
+  if settings.stop_after > 0 and state.step >= settings.stop_after then
+    ts.log("stop", string.format("stopped after step %d (stop_after)", state.step), { step = state.step })
+    return
+  end
+end
+progress:finish()
+
+local final = evaluate()
+save_checkpoint()
+model:save(run_dir .. "/model", { fp16 = settings.fp16, tokenizer = tokenizer })
+local tokens_per_step = settings.batch_size * settings.max_length
+ts.write_file(run_dir .. "/metrics.json", ts.json_encode({
+  steps = state.step, heldout_loss = final.loss, heldout_accuracy = final.accuracy,
+  training_blocks = #corpus, training_tokens = corpus:tokens(), heldout_blocks = #heldout,
+  tokens_seen_at_most = state.step * tokens_per_step, seconds_this_run = ts.clock() - started,
+  evaluations = state.evaluations, losses = state.losses,
+}, 2))
