@@ -80,6 +80,8 @@ class FakeServer {
   std::string retry_after_ms;  // empty: header not sent
   std::int64_t usage_total = 0;  // 0: usage derived from the text sizes
   bool record_requests = true;   // keep bodies and Authorization headers (the benchmark turns this off)
+  // The content of a normal answer; unset: reply_for(prompt, choice). `attempt` counts this prompt's requests.
+  std::function<std::string(const std::string& prompt, int attempt, int choice)> answer;
 
   int requests_for(const std::string& prompt) const {
     std::lock_guard lock(mutex_);
@@ -188,7 +190,9 @@ class FakeServer {
     // Choices in reverse index order, so that the client has to sort them.
     for (int choice = n - 1; choice >= 0; --choice)
       choices.push_back({{"index", choice},
-                         {"message", {{"role", "assistant"}, {"content", reply_for(prompt, choice)}}},
+                         {"message",
+                          {{"role", "assistant"},
+                           {"content", answer ? answer(prompt, attempt, choice) : reply_for(prompt, choice)}}},
                          {"finish_reason", "stop"}});
     const std::int64_t prompt_tokens = usage_total ? usage_total / 2 : std::int64_t(prompt.size() / 4 + 8);
     const std::int64_t completion_tokens = usage_total ? usage_total - prompt_tokens : std::int64_t(n * 6);

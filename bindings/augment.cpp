@@ -1,0 +1,229 @@
+// Offline text augmenters and the LLM reply cleaner in Lua:
+//   ts.eda{seed = 42, alpha = 0.1, wordnet = PATH}                 -> augmenter; augmenter:augment(text, n) -> list
+//   ts.contextual_augmenter{model = DIR, fraction = 0.15, top_k = 10, seed = 42}
+//                                                                  -> augmenter; :augment(text, n), :augment_many
+//   ts.clean_paraphrase(reply, source[, earlier])                  -> text, or nil, reason, cleaned text
+//   ts.paraphrase_filter()                                         -> filter; :add(source, reply), :counts()
+//   ts.pandas_sample_positions(n, k, seed)                         -> 1-based positions pandas' sample() takes
+#include <cmath>
+
+#include "data/sampling.h"
+#include "json.h"
+#include "llm/clean.h"
+#include "llm/eda.h"
+#include "model/contextual_substitution.h"
+#include "runtime.h"
+
+namespace ts::lua {
+namespace {
+
+constexpr const char* kEdaType = "twostage.Eda";
+constexpr const char* kContextualType = "twostage.ContextualAugmenter";
+constexpr const char* kFilterType = "twostage.ParaphraseFilter";
+
+// Fails on a key that is not in `known`, so that a misspelt option is not silently ignored.
+void check_option_names(lua_State* L, int index, std::initializer_list<const char*> known, const char* what) {
+  if (lua_isnoneornil(L, index)) return;
+  luaL_checktype(L, index, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, index) != 0) {
+    lua_pop(L, 1);
+    const std::string key = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "(not a name)";
+    bool found = false;
+    std::string names;
+    for (const char* name : known) {
+      found = found || key == name;
+      names += names.empty() ? name : std::string(", ") + name;
+    }
+    if (!found) fail("{}: unknown option '{}' (known: {})", what, key, names);
+  }
+}
+
+std::uint64_t seed_option(lua_State* L, int index) {
+  const double seed = opt_number_field(L, index, "seed").value_or(42);
+  if (seed < 0 || seed != std::floor(seed)) fail("seed must be a whole number of 0 or more, got {}", seed);
+  return static_cast<std::uint64_t>(seed);
+}
+
+double fraction_option(lua_State* L, int index, const char* key, double fallback) {
+  const double value = opt_number_field(L, index, key).value_or(fallback);
+  if (!(value >= 0 && value <= 1)) fail("option '{}' must be in [0, 1], got {}", key, value);
+  return value;
+}
+
+int count_argument(lua_State* L, int index) {
+  const double n = luaL_optnumber(L, index, 1);
+  if (n < 0 || n != std::floor(n)) fail("the number of variants must be a whole number of 0 or more, got {}", n);
+  return static_cast<int>(n);
+}
+
+void push_strings(lua_State* L, const std::vector<std::string>& items) {
+  lua_createtable(L, static_cast<int>(items.size()), 0);
+  for (size_t i = 0; i < items.size(); ++i) {
+    lua_pushlstring(L, items[i].data(), items[i].size());
+    lua_rawseti(L, -2, static_cast<int>(i + 1));
+  }
+}
+
+// ---- EDA ----------------------------------------------------------------------------------------------------------
+
+struct EdaAugmenter {
+  llm::Eda eda;
+  llm::EdaOptions options;
+};
+
+// eda{seed = 42, alpha = 0.1, alpha_sr, alpha_ri, alpha_rs, p_rd, wordnet = PATH}: alpha sets all four operations'
+// strength (as the EDA paper's α); the others override one each.
+int eda_new(lua_State* L) {
+  check_option_names(L, 1, {"seed", "alpha", "alpha_sr", "alpha_ri", "alpha_rs", "p_rd", "wordnet"}, "eda");
+  const double alpha = fraction_option(L, 1, "alpha", 0.1);
+  llm::EdaOptions options;
+  options.alpha_sr = fraction_option(L, 1, "alpha_sr", alpha);
+  options.alpha_ri = fraction_option(L, 1, "alpha_ri", alpha);
+  options.alpha_rs = fraction_option(L, 1, "alpha_rs", alpha);
+  options.p_rd = fraction_option(L, 1, "p_rd", alpha);
+  const auto directory = opt_string_field(L, 1, "wordnet");
+  auto wordnet = llm::WordNet::shared(directory.value_or(llm::WordNet::default_directory()));
+  push_new<EdaAugmenter>(L, kEdaType, EdaAugmenter{llm::Eda(seed_option(L, 1), std::move(wordnet)), options});
+  return 1;
+}
+
+// augment(text[, n = 1]) -> up to n variants (none for a text with no letters)
+int eda_augment(lua_State* L) {
+  auto& augmenter = check<EdaAugmenter>(L, 1, kEdaType);
+  const std::string text = check_string(L, 2);
+  llm::EdaOptions options = augmenter.options;
+  options.num_aug = count_argument(L, 3);
+  push_strings(L, options.num_aug > 0 ? augmenter.eda.augment(text, options) : std::vector<std::string>{});
+  return 1;
+}
+
+// ---- contextual substitution ---------------------------------------------------------------------------------------
+
+// contextual_augmenter{model = DIR, fraction = 0.15, top_k = 10, temperature = 1, seed = 42, max_length = 128,
+//                      batch_size = 32, device = "cpu"}
+int contextual_new(lua_State* L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  check_option_names(L, 1,
+                     {"model", "fraction", "top_k", "temperature", "seed", "max_length", "batch_size", "device"},
+                     "contextual_augmenter");
+  const auto folder = opt_string_field(L, 1, "model");
+  if (!folder || folder->empty())
+    fail("contextual_augmenter: model = DIR is required (a Hugging Face BertForMaskedLM folder)");
+  ContextualSubstitutionOptions options;
+  options.fraction = opt_number_field(L, 1, "fraction").value_or(options.fraction);
+  options.top_k = static_cast<int>(opt_number_field(L, 1, "top_k").value_or(options.top_k));
+  options.temperature = opt_number_field(L, 1, "temperature").value_or(options.temperature);
+  options.max_length = static_cast<int>(opt_number_field(L, 1, "max_length").value_or(options.max_length));
+  options.batch_size = static_cast<int>(opt_number_field(L, 1, "batch_size").value_or(options.batch_size));
+  const torch::Device device(opt_string_field(L, 1, "device").value_or("cpu"));
+  push_new<ContextualSubstitution>(L, kContextualType,
+                                   ContextualSubstitution::load(*folder, seed_option(L, 1), options, device));
+  return 1;
+}
+
+int contextual_augment(lua_State* L) {
+  auto& augmenter = check<ContextualSubstitution>(L, 1, kContextualType);
+  push_strings(L, augmenter.augment(check_string(L, 2), count_argument(L, 3)));
+  return 1;
+}
+
+// augment_many(texts[, n = 1]) -> one list of variants per text, computed in batches
+int contextual_augment_many(lua_State* L) {
+  auto& augmenter = check<ContextualSubstitution>(L, 1, kContextualType);
+  const auto results = augmenter.augment(check_string_list(L, 2), count_argument(L, 3));
+  lua_createtable(L, static_cast<int>(results.size()), 0);
+  for (size_t i = 0; i < results.size(); ++i) {
+    push_strings(L, results[i]);
+    lua_rawseti(L, -2, static_cast<int>(i + 1));
+  }
+  return 1;
+}
+
+// ---- the reply cleaner -------------------------------------------------------------------------------------------
+
+// Pushes `text` when accepted, else nil, the reason and the cleaned text (for inspection).
+int push_cleaned(lua_State* L, const llm::Cleaned& cleaned) {
+  if (cleaned.accepted()) {
+    lua_pushlstring(L, cleaned.text.data(), cleaned.text.size());
+    return 1;
+  }
+  lua_pushnil(L);
+  lua_pushstring(L, llm::rejection_name(cleaned.rejection));
+  lua_pushlstring(L, cleaned.text.data(), cleaned.text.size());
+  return 3;
+}
+
+// clean_paraphrase(reply, source[, earlier accepted paraphrases of the same source])
+int clean_paraphrase(lua_State* L) {
+  const std::string reply = check_string(L, 1);
+  const std::string source = check_string(L, 2);
+  const auto earlier = lua_isnoneornil(L, 3) ? std::vector<std::string>{} : check_string_list(L, 3);
+  return push_cleaned(L, llm::clean_paraphrase(reply, source, earlier));
+}
+
+int filter_new(lua_State* L) {
+  push_new<llm::ParaphraseFilter>(L, kFilterType);
+  return 1;
+}
+
+// add(source, reply): cleans the reply and remembers it when accepted (later equal ones are duplicates).
+int filter_add(lua_State* L) {
+  auto& filter = check<llm::ParaphraseFilter>(L, 1, kFilterType);
+  return push_cleaned(L, filter.add(check_string(L, 2), check_string(L, 3)));
+}
+
+// counts() -> {accepted = n, empty = n, refusal = n, echoed_prompt = n, same_as_source = n, duplicate = n}
+int filter_counts(lua_State* L) {
+  push_json(L, check<llm::ParaphraseFilter>(L, 1, kFilterType).counts_json());
+  return 1;
+}
+
+// ---- sampling ----------------------------------------------------------------------------------------------------
+
+// pandas_sample_positions(n, k, seed) -> the 1-based positions DataFrame.sample(n=k, random_state=seed) takes from
+// a frame of n rows, in sample order.
+int pandas_sample_positions(lua_State* L) {
+  const double n = luaL_checknumber(L, 1), k = luaL_checknumber(L, 2), seed = luaL_optnumber(L, 3, 42);
+  if (n < 0 || k < 0 || k > n || n != std::floor(n) || k != std::floor(k))
+    fail("pandas_sample_positions: cannot take {} of {} rows", k, n);
+  if (seed < 0 || seed > 4294967295.0 || seed != std::floor(seed))
+    fail("pandas_sample_positions: seed {} is not a 32-bit whole number", seed);
+  const auto positions = data::pandas_sample_positions(static_cast<int64_t>(n), static_cast<int64_t>(k),
+                                                       static_cast<uint32_t>(seed));
+  lua_createtable(L, static_cast<int>(positions.size()), 0);
+  for (size_t i = 0; i < positions.size(); ++i) {
+    lua_pushnumber(L, static_cast<lua_Number>(positions[i] + 1));
+    lua_rawseti(L, -2, static_cast<int>(i + 1));
+  }
+  return 1;
+}
+
+void open(lua_State* L) {
+  static const luaL_Reg eda_methods[] = {{"augment", guarded<eda_augment>}, {nullptr, nullptr}};
+  define_type(L, kEdaType, eda_methods, nullptr);
+  static const luaL_Reg contextual_methods[] = {{"augment", guarded<contextual_augment>},
+                                                {"augment_many", guarded<contextual_augment_many>},
+                                                {nullptr, nullptr}};
+  define_type(L, kContextualType, contextual_methods, nullptr);
+  static const luaL_Reg filter_methods[] = {
+      {"add", guarded<filter_add>}, {"counts", guarded<filter_counts>}, {nullptr, nullptr}};
+  define_type(L, kFilterType, filter_methods, nullptr);
+
+  static const luaL_Reg functions[] = {{"eda", guarded<eda_new>},
+                                       {"contextual_augmenter", guarded<contextual_new>},
+                                       {"clean_paraphrase", guarded<clean_paraphrase>},
+                                       {"paraphrase_filter", guarded<filter_new>},
+                                       {"pandas_sample_positions", guarded<pandas_sample_positions>},
+                                       {nullptr, nullptr}};
+  for (const luaL_Reg* entry = functions; entry->name; ++entry) {
+    lua_pushcfunction(L, entry->func);
+    lua_setfield(L, -2, entry->name);
+  }
+}
+
+}  // namespace
+
+TWOSTAGE_LUA_BINDING(augment, open);
+
+}  // namespace ts::lua

@@ -1,0 +1,380 @@
+-- Paraphrase augmentation of a class-imbalanced train set, as the journal version of two-stage fine-tuning does it
+-- (../shared/METHOD.md, "Stage 1, augmentation variant"), with the reference's defects fixed:
+--
+--   1. Plan: each class to fill gets `target` paraphrases by repeated passes over the (shuffled) train set, one
+--      paraphrase per row per pass, the class stopping as soon as it has its target. The i-th request of class c is
+--      row i mod n_c of that class, pass i div n_c; the pass is the request's sample_index, so that every pass is
+--      its own cache entry. Requests go out pass by pass, in train order within a pass.
+--   2. Generate: through an LLM client (client:map: concurrent, retried, cached) or an offline augmenter
+--      (EDA, masked-LM contextual substitution).
+--   3. Clean: preambles, quotes and list marks are stripped; empty replies, refusals, echoes of the prompt or the
+--      source, and duplicates are rejected, each reason counted; failed requests are counted as "failed".
+--      Optionally a classifier drops paraphrases it confidently puts in another class ("classifier").
+--   4. Refill: classes left short by rejections get further requests (the next passes), up to `refill_rounds`
+--      times, as many as the class's yield so far says are needed. 0 rounds is the reference's single plan.
+--   5. Sample exactly `target` per class with pandas' sample(n, random_state=seed), as the reference, and write
+--      aug.csv (org_ind,text,label) atomically, and a summary.
+local ts = require "twostage"
+
+local augment = {}
+
+-- The reference's prompt: one user message, this instruction, a separator, the text.
+augment.default_prompt = "Rephrase the following phrase into a different phrase with similar meaning."
+augment.separator = "\n\n---\n\n"
+
+-- The rejection reasons a summary counts, in a fixed order.
+augment.reasons = {"empty", "refusal", "echoed_prompt", "same_as_source", "duplicate", "failed", "classifier"}
+
+-- The user message for `text`: `prompt` with "{text}" replaced, or prompt .. separator .. text as the reference.
+function augment.prompt_for(prompt, text)
+  local at = prompt:find("{text}", 1, true)
+  if at then return prompt:sub(1, at - 1) .. text .. prompt:sub(at + 6) end
+  return prompt .. augment.separator .. text
+end
+
+-- Which classes to fill: `classes` lists names (or 0-based ids as strings); empty or nil means all. Returns a list of
+-- 0-based class ids in the order given.
+function augment.fill_classes(class_names, classes)
+  local ids = {}
+  if classes == nil or #classes == 0 then
+    for c = 1, #class_names do ids[c] = c - 1 end
+    return ids
+  end
+  for _, wanted in ipairs(classes) do
+    local found
+    for c, name in ipairs(class_names) do
+      if name == tostring(wanted) then found = c - 1 end
+    end
+    if found == nil and tonumber(wanted) and class_names[tonumber(wanted) + 1] then found = tonumber(wanted) end
+    if found == nil then
+      error(("classes: '%s' is not a class of the train set (its classes: %s)"):format(
+        tostring(wanted), table.concat(class_names, ", ")), 2)
+    end
+    ids[#ids + 1] = found
+  end
+  return ids
+end
+
+-- Paraphrases wanted per filled class: target "majority" (the largest class's count, as the reference), a number
+-- for every class, or a list (or "n1,n2,...") of one number per filled class. Returns {[class id] = count}.
+function augment.targets(class_counts, fill, target)
+  local targets = {}
+  local per_class
+  if type(target) == "string" and target ~= "majority" then
+    per_class = {}
+    for item in target:gmatch("[^,%s]+") do
+      local n = tonumber(item)
+      if not n or n < 0 or n ~= math.floor(n) then
+        error(("target '%s': expected majority, a count, or one count per class separated by commas"):format(target), 2)
+      end
+      per_class[#per_class + 1] = n
+    end
+    if #per_class == 1 then per_class = per_class[1] end
+  else
+    per_class = target
+  end
+  if per_class == "majority" or per_class == nil then
+    local largest = 0
+    for _, n in ipairs(class_counts) do largest = math.max(largest, n) end
+    for _, c in ipairs(fill) do targets[c] = largest end
+  elseif type(per_class) == "number" then
+    for _, c in ipairs(fill) do targets[c] = per_class end
+  elseif type(per_class) == "table" then
+    if #per_class ~= #fill then
+      error(("target: %d counts for %d classes to fill"):format(#per_class, #fill), 2)
+    end
+    for i, c in ipairs(fill) do targets[c] = per_class[i] end
+  else
+    error("target: expected majority, a count, or one count per class", 2)
+  end
+  return targets
+end
+
+-- The requests that take each class from `first[c]` requests made to `first[c] + count[c]`: a list of
+-- {row = 1-based row of the train set, class = id, sample_index = pass}, pass by pass, in train order within a pass.
+-- `rows_of[c]` lists the rows of class c in train order.
+function augment.plan(rows_of, first, count)
+  local planned = {}
+  for c, n in pairs(count) do
+    local rows = rows_of[c]
+    if n > 0 and (rows == nil or #rows == 0) then
+      error(("class %d has no rows in the train set to paraphrase"):format(c), 2)
+    end
+    for i = first[c] or 0, (first[c] or 0) + n - 1 do
+      planned[#planned + 1] = {row = rows[i % #rows + 1], class = c, sample_index = math.floor(i / #rows)}
+    end
+  end
+  table.sort(planned, function(a, b)
+    if a.sample_index ~= b.sample_index then return a.sample_index < b.sample_index end
+    return a.row < b.row
+  end)
+  return planned
+end
+
+-- One CSV field per RFC 4180: quoted when it holds a comma, a quote, a line break or outer spaces.
+function augment.csv_field(value)
+  local text = tostring(value)
+  if text:find('[,"\r\n]') or text:find("^%s") or text:find("%s$") then
+    return '"' .. text:gsub('"', '""') .. '"'
+  end
+  return text
+end
+
+-- aug.csv: org_ind (0-based row of the train set the paraphrase came from), text, label (the class name).
+function augment.csv(rows)
+  local lines = {"org_ind,text,label"}
+  for i, row in ipairs(rows) do
+    lines[i + 1] = augment.csv_field(row.org_ind) .. "," .. augment.csv_field(row.text) .. "," ..
+                   augment.csv_field(row.label)
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
+
+-- ---- generators: request list -> one {text=..., error=..., cached=...} per request ----------------------------------
+
+local function progress_logger(label, total)
+  local started, last = ts.clock(), ts.clock()
+  return function(done, final)
+    local now = ts.clock()
+    if not final and now - last < 10 then return end
+    last = now
+    local rate = done / math.max(now - started, 1e-9)
+    ts.log("augment.progress", ("%s: %d/%d (%.1f/s)"):format(label, done, total, rate),
+           {label = label, done = done, total = total})
+  end
+end
+
+-- Through an LLM client: every request in one concurrent map().
+local function llm_generator(client, prompt, options)
+  return function(requests, texts)
+    local batch = {}
+    for i, request in ipairs(requests) do
+      batch[i] = {prompt = augment.prompt_for(prompt, texts[request.row]), sample_index = request.sample_index}
+    end
+    return client:map(batch, {label = options.label or "paraphrase", progress = options.progress})
+  end
+end
+
+-- Through an offline augmenter with :augment(text, n) (EDA), or :augment_many(texts, n) (masked LM, batched).
+local function offline_generator(augmenter, label)
+  return function(requests, texts)
+    local results = {}
+    local log = progress_logger(label, #requests)
+    if augmenter.augment_many then
+      local chunk = 256
+      for first = 1, #requests, chunk do
+        local sources = {}
+        for i = first, math.min(first + chunk - 1, #requests) do sources[#sources + 1] = texts[requests[i].row] end
+        local variants = augmenter:augment_many(sources, 1)
+        for j = 1, #sources do results[first + j - 1] = {ok = true, text = variants[j][1] or "", cached = false} end
+        log(math.min(first + chunk - 1, #requests))
+      end
+    else
+      for i, request in ipairs(requests) do
+        results[i] = {ok = true, text = augmenter:augment(texts[request.row], 1)[1] or "", cached = false}
+        log(i)
+      end
+    end
+    log(#requests, true)
+    return results
+  end
+end
+
+-- A filter that drops paraphrases a classifier confidently puts in another class. Returns keep(texts, labels) ->
+-- list of booleans.
+function augment.classifier_filter(folder, options)
+  options = options or {}
+  local confidence = options.confidence or 0.9
+  local model = ts.load_classifier(folder)
+  model:eval()
+  local tokenizer = ts.tokenizer(folder)
+  local batch_size = options.batch_size or 64
+  return function(texts, labels, num_classes)
+    local keep = {}
+    for first = 1, #texts, batch_size do
+      local chunk = {}
+      for i = first, math.min(first + batch_size - 1, #texts) do chunk[#chunk + 1] = texts[i] end
+      local probabilities = model:forward(tokenizer:batch(chunk, {max_length = options.max_length or 128}))
+                                 :softmax():totable()
+      for j, row in ipairs(probabilities) do
+        if #row ~= num_classes then
+          error(("filter_model %s predicts %d classes, the train set has %d"):format(folder, #row, num_classes), 0)
+        end
+        local best = 1
+        for c = 2, #row do if row[c] > row[best] then best = c end end
+        local i = first + j - 1
+        keep[i] = not (best - 1 ~= labels[i] and row[best] >= confidence)
+      end
+    end
+    return keep
+  end
+end
+
+-- ---- the pipeline -------------------------------------------------------------------------------------------------
+
+-- run{train = Dataset, target = "majority", classes = {names}, augmenter = "llm" | "eda" | "mlm" | object,
+--     client = llm client (augmenter "llm"), prompt = ..., clean = true, refill_rounds = 3, seed = 42,
+--     filter = {model = DIR, confidence = 0.9}, org_ind = {0-based source row per train row}, out = PATH,
+--     summary = PATH, progress = true}
+-- Returns the written rows ({org_ind, text, label, class}) and the summary table.
+function augment.run(options)
+  local train = assert(options.train, "augment.run: train (a Dataset) is required")
+  local started = ts.clock()
+  local texts, labels, class_names = train:texts(), train:labels(), train:classes()
+  local class_counts = train:class_counts()
+  local fill = augment.fill_classes(class_names, options.classes)
+  local targets = augment.targets(class_counts, fill, options.target or "majority")
+  local prompt = options.prompt or augment.default_prompt
+  local clean = options.clean ~= false
+  local refill_rounds = options.refill_rounds or 0
+  local seed = options.seed or 42
+
+  local rows_of = {}
+  for _, c in ipairs(fill) do rows_of[c] = {} end
+  for row, label in ipairs(labels) do
+    if rows_of[label] then table.insert(rows_of[label], row) end
+  end
+
+  local kind = options.augmenter or "llm"
+  local generate
+  if type(kind) == "string" and kind == "llm" then
+    generate = llm_generator(assert(options.client, "augment.run: augmenter llm needs a client"), prompt, options)
+  elseif type(kind) == "string" then
+    error(("augment.run: augmenter '%s' is not an object; make it with ts.eda or ts.contextual_augmenter"):format(kind))
+  else
+    generate = offline_generator(kind, options.augmenter_name or "augment")
+  end
+  local keep = options.filter and options.filter.model and options.filter.model ~= "" and
+               augment.classifier_filter(options.filter.model, options.filter)
+
+  local filter = ts.paraphrase_filter()
+  local rejected = {}
+  for _, reason in ipairs(augment.reasons) do rejected[reason] = 0 end
+  local accepted = {}
+  local made, shortfall = {}, {}
+  for _, c in ipairs(fill) do
+    accepted[c], made[c], shortfall[c] = {}, 0, targets[c]
+  end
+  local requests_total, rounds = 0, 0
+  for round = 0, refill_rounds do
+    -- A refill asks for the shortfall divided by the class's yield so far (at most 4 times the shortfall), so that
+    -- one round usually suffices; the final sample keeps exactly `target` of what it brings.
+    local asked = {}
+    for _, c in ipairs(fill) do
+      local yield = made[c] > 0 and #accepted[c] / made[c] or 1
+      asked[c] = shortfall[c] > 0 and math.ceil(shortfall[c] / math.max(yield, 0.25)) or 0
+    end
+    local planned = augment.plan(rows_of, made, asked)
+    if #planned == 0 then break end
+    rounds = round + 1
+    for _, c in ipairs(fill) do made[c] = made[c] + asked[c] end
+    requests_total = requests_total + #planned
+    if round > 0 then
+      ts.log("augment.refill", ("refill round %d: %d more requests for rejected or failed ones"):format(round, #planned),
+             {round = round, requests = #planned})
+    end
+    local results = generate(planned, texts)
+
+    local fresh = {}
+    for i, request in ipairs(planned) do
+      local result = results[i]
+      local source = texts[request.row]
+      if not result.ok then
+        rejected.failed = rejected.failed + 1
+      else
+        local text, reason
+        if clean then
+          text, reason = filter:add(source, result.text or "")
+        else
+          text = result.text or ""
+          if not text:find("%S") then text, reason = nil, "empty" end
+        end
+        if text then
+          fresh[#fresh + 1] = {row = request.row, class = request.class, text = text}
+        else
+          rejected[reason] = (rejected[reason] or 0) + 1
+        end
+      end
+    end
+    if keep and #fresh > 0 then
+      local fresh_texts, fresh_labels = {}, {}
+      for i, item in ipairs(fresh) do fresh_texts[i], fresh_labels[i] = item.text, item.class end
+      local kept = keep(fresh_texts, fresh_labels, #class_names)
+      local survivors = {}
+      for i, item in ipairs(fresh) do
+        if kept[i] then survivors[#survivors + 1] = item else rejected.classifier = rejected.classifier + 1 end
+      end
+      fresh = survivors
+    end
+    for _, item in ipairs(fresh) do table.insert(accepted[item.class], item) end
+    local short = false
+    for _, c in ipairs(fill) do
+      shortfall[c] = math.max(0, targets[c] - #accepted[c])
+      short = short or shortfall[c] > 0
+    end
+    if not short then break end
+  end
+
+  -- Exactly `target` per class (fewer only if still short), chosen as pandas' sample(n=target, random_state=seed).
+  local org_ind = options.org_ind
+  local written, per_class, missing = {}, {}, {}
+  for _, c in ipairs(fill) do
+    local pool = accepted[c]
+    local take = math.min(targets[c], #pool)
+    for _, position in ipairs(ts.pandas_sample_positions(#pool, take, seed)) do
+      local item = pool[position]
+      written[#written + 1] = {org_ind = org_ind and org_ind[item.row] or item.row - 1, text = item.text,
+                               label = class_names[c + 1], class = c}
+    end
+    per_class[class_names[c + 1]] = {rows = class_counts[c + 1], target = targets[c], requests = made[c],
+                                     accepted = #pool, written = take}
+    if take < targets[c] then missing[class_names[c + 1]] = targets[c] - take end
+  end
+
+  local summary = {
+    augmenter = type(kind) == "string" and kind or (options.augmenter_name or "offline"),
+    train_rows = #train,
+    classes = per_class,
+    requests = requests_total,
+    rounds = rounds,
+    rejections = rejected,
+    accepted = 0,
+    rows_written = #written,
+    short = next(missing) and missing or nil,
+    seconds = ts.clock() - started,
+    clean = clean,
+  }
+  for _, c in ipairs(fill) do summary.accepted = summary.accepted + #accepted[c] end
+  if options.client then
+    local stats = options.client:stats()
+    local settings = options.client:settings()
+    summary.llm = {model = settings.model, base_url = settings.base_url, requests_sent = stats.requests_sent,
+                   cache_hits = stats.cache_hits, retries = stats.retries, failures = stats.failures,
+                   tokens = {prompt = stats.prompt_tokens, completion = stats.completion_tokens,
+                             total = stats.total_tokens}}
+  end
+
+  if options.out then
+    ts.write_file(options.out, augment.csv(written))
+    summary.out = options.out
+  end
+  local reasons = {}
+  for _, reason in ipairs(augment.reasons) do
+    if rejected[reason] > 0 then reasons[#reasons + 1] = ("%s %d"):format(reason, rejected[reason]) end
+  end
+  local message = ("%d rows written from %d requests in %d round(s); rejected: %s"):format(
+    #written, requests_total, rounds, #reasons > 0 and table.concat(reasons, ", ") or "none")
+  if summary.llm then
+    message = message .. ("; %d HTTP requests, %d cache hits, %d retries, %d tokens"):format(
+      summary.llm.requests_sent, summary.llm.cache_hits, summary.llm.retries, summary.llm.tokens.total)
+  end
+  ts.log("augment.summary", message, summary)
+  if summary.short then
+    ts.log("augment.short", "some classes stayed below their target: " .. ts.json_encode(missing), {short = missing},
+           "warn")
+  end
+  if options.summary then ts.write_file(options.summary, ts.json_encode(summary, 2)) end
+  return written, summary
+end
+
+return augment
