@@ -149,3 +149,19 @@ TEST_CASE("AdamW with a per-step linear schedule, clipping, accumulation", "[opt
   CHECK(accumulate.updates_per_epoch(7) == 3);
   CHECK_THROWS_AS(GradientAccumulator(0), ts::Error);
 }
+
+TEST_CASE("parameters in the no-decay group are not decayed; the others are") {
+  auto decayed = torch::ones({3}).requires_grad_(true);
+  auto exempt = torch::ones({3}).requires_grad_(true);
+  OptimizerConfig config;
+  config.lr = 0.1;
+  config.weight_decay = 0.5;
+  auto optimizer = make_optimizer({decayed}, {exempt}, config);
+  decayed.mutable_grad() = torch::zeros({3});
+  exempt.mutable_grad() = torch::zeros({3});
+  optimizer->step();
+  // AdamW with a zero gradient moves a parameter only by decay: p ← p (1 − lr · wd).
+  CHECK(decayed[0].item<double>() == Approx(1 - 0.1 * 0.5));
+  CHECK(exempt[0].item<double>() == Approx(1.0));
+  CHECK(optimizer->param_groups().size() == 2);
+}

@@ -1,0 +1,131 @@
+// Masked-LM pretraining pieces: packing, masking statistics and rules, step-determined batches, and the loss on
+// masked positions against the loss over every position.
+#include <catch2/catch.hpp>
+#include <set>
+
+#include "train/mlm.h"
+
+using namespace ts;
+
+namespace {
+
+const text::Tokenizer& tokenizer() {
+  static const auto instance = text::Tokenizer::from_path("../shared/data/vocab/bert-base-uncased");
+  return instance;
+}
+
+}  // namespace
+
+TEST_CASE("texts are packed into [CLS] a [SEP] b [SEP] blocks, and long texts are cut into pieces") {
+  const auto& tok = tokenizer();
+  const std::vector<std::string> texts = {"a good film", "bad", "", "the plot is thin"};
+  const auto corpus = train::pack_texts(tok, texts, 8);
+  // "a good film" (3) fits with [CLS] and [SEP]; "bad" (1) joins it: 1 + 4 + 2 = 7; "the plot is thin" (4) does not.
+  REQUIRE(corpus.blocks.size() == 2);
+  CHECK(corpus.blocks[0] == std::vector<int32_t>{tok.cls_id(), tok.token_to_id("a"), tok.token_to_id("good"),
+                                                 tok.token_to_id("film"), tok.sep_id(), tok.token_to_id("bad"),
+                                                 tok.sep_id()});
+  CHECK(corpus.blocks[1].size() == 6);
+  CHECK(corpus.tokens() == 13);
+
+  const auto long_text = train::pack_texts(tok, {"one two three four five six seven eight nine ten eleven"}, 8);
+  REQUIRE(long_text.blocks.size() == 2);  // 11 words in pieces of 6
+  CHECK(long_text.blocks[0].size() == 8);
+  CHECK(long_text.blocks[1].size() == 7);
+  CHECK(long_text.blocks[1].front() == tok.cls_id());
+  CHECK(long_text.blocks[1].back() == tok.sep_id());
+}
+
+TEST_CASE("dynamic masking selects 15% of tokens, 80/10/10, never special tokens, and is fixed by its seed") {
+  const auto& tok = tokenizer();
+  std::vector<std::string> texts;
+  for (int i = 0; i < 400; ++i) texts.push_back("the quick brown fox jumps over the lazy dog near the river bank today");
+  const auto corpus = train::pack_texts(tok, texts, 128);
+  std::vector<int64_t> all(corpus.blocks.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int64_t>(i);
+  const train::Masker masker(tok, {});
+  const auto batch = masker.mask(corpus, all, 7);
+
+  const auto original = batch.labels.ne(-100);
+  const auto selected = original.sum().item<int64_t>();
+  int64_t specials = 0, maskable = 0, masked = 0, kept = 0;
+  for (const auto index : all)
+    for (const auto id : corpus.blocks[static_cast<size_t>(index)]) {
+      const bool special = id == tok.cls_id() || id == tok.sep_id();
+      specials += special;
+      maskable += !special;
+    }
+  const auto inputs = batch.input_ids.masked_select(original);
+  const auto targets = batch.labels.masked_select(original);
+  masked = inputs.eq(tok.mask_id()).sum().item<int64_t>();
+  kept = inputs.eq(targets).sum().item<int64_t>();
+  INFO("selected " << selected << " of " << maskable);
+  CHECK(std::abs(static_cast<double>(selected) / maskable - 0.15) < 0.01);
+  CHECK(std::abs(static_cast<double>(masked) / selected - 0.8) < 0.03);
+  CHECK(std::abs(static_cast<double>(kept) / selected - 0.1) < 0.03);  // kept, plus the odd random draw of itself
+  // Special tokens and padding are never selected.
+  const auto special_positions =
+      batch.input_ids.eq(tok.cls_id()).logical_or(batch.input_ids.eq(tok.sep_id())).logical_or(batch.attention_mask.eq(0));
+  CHECK(batch.labels.masked_select(special_positions).eq(-100).all().item<bool>());
+  CHECK(specials > 0);
+
+  CHECK(masker.mask(corpus, all, 7).input_ids.equal(batch.input_ids));
+  CHECK_FALSE(masker.mask(corpus, all, 8).input_ids.equal(batch.input_ids));
+}
+
+TEST_CASE("whole-word masking selects a word's ## pieces with it") {
+  const auto& tok = tokenizer();
+  std::vector<std::string> texts(200, "unbelievably tokenization embeddings");
+  const auto corpus = train::pack_texts(tok, texts, 128);
+  std::vector<int64_t> all(corpus.blocks.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int64_t>(i);
+  train::MaskingOptions options;
+  options.whole_word = true;
+  options.probability = 0.3;
+  const auto batch = train::Masker(tok, options).mask(corpus, all, 1);
+  const auto labels = batch.labels.contiguous();
+  int64_t words_checked = 0;
+  for (int64_t r = 0; r < labels.size(0); ++r) {
+    const auto& block = corpus.blocks[static_cast<size_t>(r)];
+    for (size_t t = 1; t < block.size(); ++t) {
+      if (tok.id_to_token(block[t]).rfind("##", 0) != 0) continue;
+      CHECK((labels[r][static_cast<int64_t>(t)].item<int64_t>() == -100) ==
+            (labels[r][static_cast<int64_t>(t) - 1].item<int64_t>() == -100));
+      ++words_checked;
+    }
+  }
+  CHECK(words_checked > 100);
+}
+
+TEST_CASE("each pass over the corpus visits every block once, in an order fixed by seed and pass") {
+  const int64_t blocks = 10, batch_size = 3;  // 3 batches a pass; the 10th block waits for another pass
+  std::set<int64_t> seen;
+  for (int64_t step = 0; step < 3; ++step)
+    for (const auto block : train::blocks_for_step(blocks, batch_size, step, 5)) CHECK(seen.insert(block).second);
+  CHECK(seen.size() == 9);
+  CHECK(train::blocks_for_step(blocks, batch_size, 4, 5) == train::blocks_for_step(blocks, batch_size, 4, 5));
+  CHECK(train::blocks_for_step(blocks, batch_size, 0, 5) != train::blocks_for_step(blocks, batch_size, 3, 5));
+}
+
+TEST_CASE("the loss on masked positions equals cross-entropy over all positions with the rest ignored") {
+  const auto& tok = tokenizer();
+  BertConfig config;
+  config.vocab_size = tok.vocab_size();
+  config.hidden_size = 16;
+  config.num_hidden_layers = 1;
+  config.num_attention_heads = 2;
+  config.intermediate_size = 32;
+  torch::manual_seed(0);
+  BertForMaskedLM model(config);
+  model->eval();
+  const auto corpus = train::pack_texts(tok, {"a good film", "a bad film with a thin plot", "fine"}, 8);
+  const auto batch = train::Masker(tok, {0.5, 0.8, 0.1, false}).mask(corpus, {0, 1}, 3);
+  const auto result = train::masked_lm_loss(model, batch);
+  const auto logits = model->forward(batch.input_ids, batch.attention_mask).logits;
+  const auto expected = torch::nn::functional::cross_entropy(
+      logits.reshape({-1, logits.size(-1)}), batch.labels.reshape({-1}),
+      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100));
+  CHECK(result.count == batch.labels.ne(-100).sum().item<int64_t>());
+  CHECK(result.count > 0);
+  CHECK(result.loss.item<double>() == Approx(expected.item<double>()).epsilon(1e-5));
+}
