@@ -8,10 +8,13 @@
 //
 // The API key is read by the host from the environment variable named by api_key_env, at the first request. It is
 // never handed to Lua: no function returns it and the host redacts it from every error message.
+#include <unistd.h>
+
 #include <cmath>
 #include <filesystem>
 #include <memory>
 
+#include "core/log.h"
 #include "json.h"
 #include "llm/client.h"
 #include "runtime.h"
@@ -176,6 +179,27 @@ void push_result(lua_State* L, const llm::ChatResult& result) {
   lua_setfield(L, -2, "total_tokens");
 }
 
+// The progress of map(): a bar redrawn in place on a terminal; otherwise an "llm.progress" log event every
+// `interval` seconds and at the end, so that it reaches log.txt and the JSON log too (and --quiet hides it).
+llm::ProgressCallback progress_reporter(const std::string& label, double interval) {
+  if (::isatty(2)) return llm::terminal_progress(label, interval);
+  auto last_logged = std::make_shared<double>(0.0);
+  return [label, interval, last_logged](const llm::Progress& progress) {
+    if (!progress.finished && progress.elapsed_seconds - *last_logged < interval) return;
+    *last_logged = progress.elapsed_seconds;
+    log::event(spdlog::level::info, "llm.progress", label + ": " + llm::format_progress(progress),
+               {{"label", label},
+                {"done", progress.done},
+                {"total", progress.total},
+                {"failed", progress.failed},
+                {"cache_hits", progress.cache_hits},
+                {"retries", progress.retries},
+                {"total_tokens", progress.tokens.total_tokens},
+                {"requests_per_second", progress.requests_per_second},
+                {"eta_seconds", progress.eta_seconds}});
+  };
+}
+
 // llm_client{model, base_url, api_key_env, concurrency, rpm, tpm, timeout, max_retries, temperature, top_p, seed,
 //            max_tokens, cache, backoff, backoff_max}
 int client_new(lua_State* L) {
@@ -276,8 +300,8 @@ int method_map(lua_State* L) {
     requests.push_back(check_request(L, lua_gettop(L), i, client.defaults));
     lua_pop(L, 1);
   }
-  const auto results = client.client->map(requests, {}, progress ? llm::terminal_progress(label, log_interval)
-                                                                 : llm::ProgressCallback{});
+  const auto results =
+      client.client->map(requests, {}, progress ? progress_reporter(label, log_interval) : llm::ProgressCallback{});
   const auto stats = client.client->stats();
   if (stats.aborted && on_abort == "error") {
     std::size_t completed = 0;

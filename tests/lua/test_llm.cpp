@@ -484,6 +484,8 @@ TEST_CASE("augment_llm.lua against a local server with every fault: each row com
   // The progress reached the log (plain lines: stderr is a file here) and the summary is an event.
   CHECK(run.output.find("paraphrase: ") != std::string::npos);
   CHECK(read_text(events).find("\"augment.summary\"") != std::string::npos);
+  CHECK(read_text(events).find("\"llm.progress\"") != std::string::npos);
+  CHECK(read_text(out / "log.txt").find("paraphrase: ") != std::string::npos);
   // The key was sent, and is nowhere: run folder (aug.csv, summary, log, cache), JSON log, terminal output.
   for (const auto& header : server.authorizations()) CHECK(header == std::string("Bearer ") + kKey);
   check_no_file_contains(out, {events, dir.path / "output.txt"}, kKey);
