@@ -16,6 +16,7 @@ packages=(
   libsqlite3-dev libcpp-httplib-dev wordnet-base gnuplot-nox
 )
 [ "$mode" = test ] && packages+=(clang libclang-rt-14-dev)   # libFuzzer and the sanitizers
+[ "$mode" = test ] && packages+=(slurm-wlm munge)            # tests/slurm: a one-node Slurm runs a sweep's job array
 
 missing=()
 for package in "${packages[@]}"; do

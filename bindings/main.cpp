@@ -10,6 +10,8 @@
 #include "core/log.h"
 #include "runtime.h"
 #include "runtime/environment.h"
+#include "sweep.h"
+#include "sweep/command.h"
 
 namespace {
 
@@ -24,6 +26,10 @@ commands:
   predict --model DIR --input FILE --text-column NAME [--text-pair-column NAME] [--output FILE]
           [--batch-size N] [--max-length N]
         a classifier's predictions and logits as CSV
+  sweep SWEEP.lua [--set key=value]... [--out DIR] [--jobs N] [--emit slurm | --collect | --dry-run]
+        run a grid of recipe runs (resumable), or write it as a Slurm job array; report.md with plots
+  results PATH [--group-by KEY,...] [--metric NAME,...] [--csv FILE]
+        mean ± std of a sweep's metrics by group, printed and written as CSV
   --help      this text
   --version   versions of twostage, LibTorch and LuaJIT, and the BLAS in use
 
@@ -126,6 +132,8 @@ int main(int argc, char** argv) {
     if (command == "run") return run_command(rest, command_line);
     if (command == "tokenize") return ts::cli::tokenize(rest);
     if (command == "predict") return ts::cli::predict(rest);
+    if (command == "sweep") return ts::lua::sweep_command(rest);
+    if (command == "results") return ts::sweep::results_command(rest);
     throw UsageError("unknown command '" + command + "'");
   } catch (const UsageError& error) {
     std::cerr << "twostage: " << error.what() << "\n\n" << kUsage;
