@@ -68,7 +68,7 @@ TEST_CASE("job ids depend on method and settings only, not on the order of the g
   CHECK(job_id("vanilla", {{"ratio", 0.2}}, {"ratio"}) != job_id("vanilla", {{"ratio", 0.3}}, {"ratio"}));
 }
 
-TEST_CASE("--set overrides a grid axis with a list, methods, slurm options, or sets a recipe setting") {
+TEST_CASE("set overrides: a grid axis gets a list, methods, slurm options, any other key a recipe setting") {
   const auto plan = parse_plan(small_sweep(), kSweepFile,
                                {{"ratio", "0.1,0.3,0.7"}, {"epochs_stage1", "3"}, {"lr", "2e-5"},
                                 {"methods", "vanilla"}, {"slurm.partition", "gpu"}, {"seeds", "42"}});

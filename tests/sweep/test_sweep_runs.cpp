@@ -90,7 +90,7 @@ const ts::store::JobRecord& find_job(const std::map<std::string, ts::store::JobR
 
 }  // namespace
 
-TEST_CASE("a small sweep runs each job once with --jobs 2; run again, it starts nothing") {
+TEST_CASE("a small sweep runs each job once with --jobs 2, and run again it starts nothing") {
   const auto out = fresh_folder("twice");
   const std::string command = "sweep " + kSweep + " --out " + out.string() + " --jobs 2";
   const auto first = run(command);
@@ -237,7 +237,7 @@ TEST_CASE("a sweep killed midway (its process group) runs only the missing jobs 
   }
 }
 
-TEST_CASE("a job that fails is retried once, then reported; one that fails once succeeds on its retry") {
+TEST_CASE("a job that fails is retried once, then reported, and one that fails once succeeds on its retry") {
   const auto out = fresh_folder("failing");
   const auto failing = run("sweep " + kSweep + " --out " + out.string() + " --set seeds=7 --set fail_above_ratio=0.3");
   INFO(failing.output);
@@ -278,7 +278,7 @@ TEST_CASE("a job that fails is retried once, then reported; one that fails once 
   }
 }
 
-TEST_CASE("--emit slurm writes a job array whose tasks run the jobs; --collect reads them into the store") {
+TEST_CASE("emit slurm writes a job array whose tasks run the jobs, and --collect reads them into the store") {
   const auto out = fresh_folder("emit");
   const std::string sweep =
       "sweep " + kSweep + " --out " + out.string() + " --set slurm.partition=debug --set seeds=7";
@@ -350,7 +350,7 @@ TEST_CASE("--emit slurm writes a job array whose tasks run the jobs; --collect r
                                Catch::Contains("ratio 0.5 is above fail_above_ratio 0.3"));
 }
 
-TEST_CASE("sweep command-line mistakes are usage errors; --dry-run lists the jobs") {
+TEST_CASE("sweep command-line mistakes are usage errors, and --dry-run lists the jobs") {
   const auto missing = run("sweep");
   CHECK(missing.status == 2);
   CHECK_THAT(missing.output, Catch::Contains("sweep needs a sweep file") && Catch::Contains("usage: twostage sweep"));
