@@ -34,7 +34,7 @@ local settings = ts.settings {
   seed = {42, "seed of the down-sampling, the final per-class sample and the offline augmenters"},
   cache = {"", "SQLite cache of replies, reused to resume; empty: llm_cache.sqlite in the run folder"},
   clean = {true, "clean replies and drop bad ones (false: keep every non-empty reply, as the reference)"},
-  refill_rounds = {3, "extra passes for classes left short by rejections (0: none, as the reference)"},
+  refill_rounds = {5, "extra passes for classes left short by rejections (0: none, as the reference)"},
   filter_model = {"", "classifier folder: drop paraphrases it confidently puts in another class (empty: off)"},
   filter_confidence = {0.9, "probability above which filter_model's other class counts as confident",
                        type = "number"},
@@ -42,6 +42,7 @@ local settings = ts.settings {
   mlm_model = {"", "Hugging Face BertForMaskedLM folder, for augmenter=mlm"},
   mlm_fraction = {0.15, "share of words augmenter=mlm replaces", type = "number"},
   mlm_top_k = {10, "augmenter=mlm samples among the k most likely tokens"},
+  device = {"cpu", "device of the masked LM and of filter_model (cpu, cuda)"},
 }
 
 local train = ts.read_table(settings.train, {text = settings.text_column, label = settings.label_column})
@@ -76,7 +77,7 @@ elseif settings.augmenter == "eda" then
 elseif settings.augmenter == "mlm" then
   if settings.mlm_model == "" then error("augmenter=mlm needs --set mlm_model=DIR (a BertForMaskedLM folder)", 0) end
   augmenter = ts.contextual_augmenter {model = settings.mlm_model, fraction = settings.mlm_fraction,
-                                       top_k = settings.mlm_top_k, seed = settings.seed}
+                                       top_k = settings.mlm_top_k, seed = settings.seed, device = settings.device}
 else
   error(("augmenter '%s': expected llm, eda or mlm"):format(settings.augmenter), 0)
 end
@@ -86,7 +87,7 @@ local _, summary = augment.run {
   train = train, org_ind = org_ind, target = settings.target, classes = settings.classes,
   augmenter = client and "llm" or augmenter, augmenter_name = settings.augmenter, client = client,
   prompt = settings.prompt, clean = settings.clean, refill_rounds = settings.refill_rounds, seed = settings.seed,
-  filter = {model = settings.filter_model, confidence = settings.filter_confidence},
+  filter = {model = settings.filter_model, confidence = settings.filter_confidence, device = settings.device},
   out = out, summary = ts.run_dir() .. "/summary.json",
 }
 print(("aug.csv: %d rows at %s"):format(summary.rows_written, out))

@@ -185,7 +185,7 @@ end
 function augment.classifier_filter(folder, options)
   options = options or {}
   local confidence = options.confidence or 0.9
-  local model = ts.load_classifier(folder)
+  local model = ts.load_classifier(folder, {device = options.device})
   model:eval()
   local tokenizer = ts.tokenizer(folder)
   local batch_size = options.batch_size or 64
@@ -214,7 +214,8 @@ end
 
 -- run{train = Dataset, target = "majority", classes = {names}, augmenter = "llm" | "eda" | "mlm" | object,
 --     client = llm client (augmenter "llm"), prompt = ..., clean = true, refill_rounds = 3, seed = 42,
---     filter = {model = DIR, confidence = 0.9}, org_ind = {0-based source row per train row}, out = PATH,
+--     filter = {model = DIR, confidence = 0.9, device = "cpu"}, org_ind = {the org_ind of each train row; default:
+--     its 0-based row}, out = PATH,
 --     summary = PATH, progress = true}
 -- Returns the written rows ({org_ind, text, label, class}) and the summary table.
 function augment.run(options)
