@@ -1,17 +1,20 @@
 -- The paper's grid (ValizadehAslani et al., 2022/2024) on SST-2 with the default model: imbalance rates 0.1 to 0.7,
 -- vanilla fine-tuning against both two-stage variants, five seeds: 7 x 3 x 5 = 105 jobs, each one run of a method
 -- recipe (recipes/<method>.lua) with its defaults, which are the paper's.
---   twostage sweep recipes/sweep_paper.lua --jobs 2                 here, resumable
---   twostage sweep recipes/sweep_paper.lua --set ratio=0.1,0.2,0.3 --set seeds=7,42   a smaller grid
---   twostage sweep recipes/sweep_paper.lua --emit slurm             a job array for a cluster, then --collect
+--   twostage sweep recipes/sweep_paper.lua --jobs 2                                 here, resumable
+--   twostage sweep recipes/sweep_paper.lua --set ratio=0.1,0.2,0.3 --set seeds=7,42  a smaller grid
+--   twostage sweep recipes/sweep_paper.lua --emit slurm                             a job array, then --collect
+-- The augmentation variant trains stage 1 on the paraphrases of its own imbalanced train set, one file per rate:
+--   twostage run recipes/augment_llm.lua --set ratio=0.3 --set out=data/sst2/aug_eda_0.3.csv [--set augmenter=eda]
 return {
   methods = { "vanilla", "two_stage_reweight", "two_stage_augment" },
   grid = {
     ratio = { 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7 },
     seeds = { 7, 42, 106, 190, 191 },
   },
-  -- One job trains BERT-base for 1 + 1 epochs on up to 64k sentences; the augmentation variant also waits on the LLM
-  -- (its replies are cached, so reruns are fast).
+  method_settings = {
+    two_stage_augment = { augmented = "data/sst2/aug_eda_{ratio}.csv" },
+  },
   slurm = { time = "12:00:00", cpus_per_task = 8, mem = "16G" },
   report = { x = "ratio", metrics = { "f1_minority", "macro_f1" }, per_class_at = { ratio = 0.2 } },
 }

@@ -147,6 +147,23 @@ std::vector<Group> summarize(const std::vector<JobRecord>& records, const std::v
   return groups;
 }
 
+namespace {
+
+// Whether `key` has one value within every group of `records` by `others`.
+bool determined_by(const std::vector<JobRecord>& records, const std::string& key,
+                   const std::vector<std::string>& others) {
+  std::map<std::vector<std::string>, std::string> seen;
+  for (const auto& record : records) {
+    std::vector<std::string> group;
+    for (const auto& other : others) group.push_back(key_value(record, other));
+    auto [found, inserted] = seen.emplace(group, key_value(record, key));
+    if (!inserted && found->second != key_value(record, key)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 std::vector<std::string> varying_keys(const std::vector<JobRecord>& records, const std::vector<std::string>& except) {
   std::set<std::string> names;
   for (const auto& record : records)
@@ -161,6 +178,18 @@ std::vector<std::string> varying_keys(const std::vector<JobRecord>& records, con
     std::set<std::string> values;
     for (const auto& record : records) values.insert(key_value(record, name));
     if (values.size() > 1) keys.push_back(name);
+  }
+  // A setting only some jobs have (one method's own, such as the augmentation variant's data file) that follows
+  // from the other keys adds a column but no group: leave it out.
+  for (size_t i = keys.size(); i-- > 0;) {
+    const std::string key = keys[i];
+    const bool everywhere = std::all_of(records.begin(), records.end(), [&](const JobRecord& record) {
+      return record.settings.is_object() && record.settings.contains(key);
+    });
+    if (key == "method" || everywhere) continue;
+    std::vector<std::string> others = keys;
+    others.erase(others.begin() + static_cast<std::ptrdiff_t>(i));
+    if (determined_by(records, key, others)) keys.erase(keys.begin() + static_cast<std::ptrdiff_t>(i));
   }
   return keys;
 }

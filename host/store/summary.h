@@ -31,7 +31,8 @@ std::vector<Group> summarize(const std::vector<JobRecord>& records, const std::v
                              const std::vector<std::string>& metrics);
 
 // Settings whose value differs between `records` (in name order), leaving out `except`; with "method" first when the
-// methods differ. The natural grouping of a set of jobs: everything that varies but the seeds.
+// methods differ. The natural grouping of a set of jobs: everything that varies but the seeds. A setting that only
+// some jobs have and that follows from the other keys (one method's own data file) is left out too.
 std::vector<std::string> varying_keys(const std::vector<JobRecord>& records, const std::vector<std::string>& except);
 
 // Metric names found in any of `records`, in name order.

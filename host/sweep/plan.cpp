@@ -19,7 +19,8 @@ using nlohmann::json;
 
 namespace {
 
-const std::set<std::string> kSweepKeys = {"methods", "recipe", "grid", "random", "settings", "slurm", "report"};
+const std::set<std::string> kSweepKeys = {"methods", "recipe",          "grid",  "random",
+                                          "settings", "method_settings", "slurm", "report"};
 
 bool is_seed_axis(const std::string& name) { return name == "seeds" || name == "seed"; }
 
@@ -174,6 +175,58 @@ std::vector<std::string> split_names(const std::string& text) {
   return names;
 }
 
+bool is_name_char(char c, bool first) {
+  return std::isalpha(static_cast<unsigned char>(c)) || c == '_' || (!first && std::isdigit(static_cast<unsigned char>(c)));
+}
+
+// "{ratio}" in `text` -> the job's ratio; "{method}" -> its method; other braces stay.
+std::string interpolate(const std::string& text, const std::string& method, const json& settings) {
+  std::string result;
+  size_t at = 0;
+  while (at < text.size()) {
+    const size_t open = text.find('{', at);
+    if (open == std::string::npos) break;
+    size_t end = open + 1;
+    while (end < text.size() && is_name_char(text[end], end == open + 1)) ++end;
+    const std::string name = text.substr(open + 1, end - open - 1);
+    const bool closed = end < text.size() && text[end] == '}' && !name.empty();
+    std::string replacement;
+    bool known = false;
+    if (closed && name == "method") {
+      replacement = method;
+      known = true;
+    } else if (closed && settings.contains(name) && !settings[name].is_string()) {
+      replacement = store::setting_text(name, settings[name]);
+      known = true;
+    } else if (closed && settings.contains(name)) {
+      replacement = settings[name].get<std::string>();  // one level only: never re-expanded
+      known = true;
+    }
+    result += text.substr(at, open - at);
+    if (known) {
+      result += replacement;
+      at = end + 1;
+    } else {
+      result += '{';
+      at = open + 1;
+    }
+  }
+  return result + text.substr(std::min(at, text.size()));
+}
+
+json interpolate_settings(const json& settings, const std::string& method) {
+  json result = settings;
+  for (auto& [name, value] : result.items()) {
+    if (value.is_string()) {
+      value = interpolate(value.get<std::string>(), method, settings);
+    } else if (value.is_array()) {
+      for (auto& item : value)
+        if (item.is_string()) item = interpolate(item.get<std::string>(), method, settings);
+    }
+  }
+  return result;
+}
+
 }  // namespace
 
 json parse_value(const std::string& text) {
@@ -268,6 +321,18 @@ SweepPlan parse_plan(const json& sweep, const fs::path& sweep_file, const std::v
     }
   }
 
+  if (sweep.contains("method_settings")) {
+    const json& by_method = sweep["method_settings"];
+    if (!by_method.is_object()) fail("sweep '{}': method_settings must be a table {{method = {{key = value}}}}", file);
+    for (const auto& [method, settings] : by_method.items()) {
+      if (!settings.is_object()) fail("sweep '{}': method_settings.{} must be a table of settings", file, method);
+      for (const auto& [name, value] : settings.items()) {
+        check_value("sweep '" + file + "': method_settings." + method + "." + name, value);
+        plan.method_settings[method][name] = value;
+      }
+    }
+  }
+
   if (sweep.contains("slurm")) {
     if (!sweep["slurm"].is_object()) fail("sweep '{}': slurm must be a table of sbatch options", file);
     for (const auto& [name, value] : sweep["slurm"].items()) {
@@ -297,6 +362,7 @@ SweepPlan parse_plan(const json& sweep, const fs::path& sweep_file, const std::v
   }
 
   // --set, in command-line order.
+  std::set<std::string> methods_set_on_command_line;
   for (const auto& [key, text] : overrides) {
     const std::string where = "--set " + key + "=" + text;
     if (key.empty()) fail("{}: the key is empty", where);
@@ -305,6 +371,11 @@ SweepPlan parse_plan(const json& sweep, const fs::path& sweep_file, const std::v
       if (method_entries.empty()) fail("{}: no method named", where);
     } else if (key.rfind("slurm.", 0) == 0) {
       plan.slurm[key.substr(6)] = parse_value(text);
+    } else if (const size_t dot = key.find('.'); dot != std::string::npos) {
+      const json value = parse_value(text);
+      check_value(where, value);
+      plan.method_settings[key.substr(0, dot)][key.substr(dot + 1)] = value;
+      methods_set_on_command_line.insert(key.substr(0, dot));
     } else if (grid.count(key) || random_axes.count(key)) {
       json values = parse_value(text);
       if (!values.is_array()) values = json::array({values});
@@ -324,6 +395,16 @@ SweepPlan parse_plan(const json& sweep, const fs::path& sweep_file, const std::v
     auto method = resolve_method(entry, sweep_file);
     if (!method_names.insert(method.name).second) fail("sweep '{}': method '{}' is listed twice", file, method.name);
     plan.methods.push_back(std::move(method));
+  }
+  // method_settings of a method left out (--set methods=...) are unused; a --set METHOD.key must name a method.
+  for (const auto& method : methods_set_on_command_line)
+    if (!method_names.count(method))
+      fail("--set {}.KEY: '{}' is not a method of sweep '{}' ({}); slurm.KEY sets sbatch options", method, method,
+           file, describe_keys(method_names));
+  for (const auto& [method, settings] : plan.method_settings.items()) {
+    for (const auto& item : settings.items())
+      if (grid.count(item.key()) || random_axes.count(item.key()))
+        fail("sweep '{}': '{}' is both a setting of method {} and an axis", file, item.key(), method);
   }
   for (auto& [name, values] : grid) plan.grid.emplace_back(name, std::move(values));
   for (auto& [name, axis] : random_axes) plan.random_axes.push_back(std::move(axis));
@@ -390,6 +471,9 @@ std::vector<Job> expand(const SweepPlan& plan) {
         for (const auto& [name, value] : draws[position[d]].items()) settings[name] = value;
       }
     }
+    if (plan.method_settings.contains(method->name))
+      for (const auto& [name, value] : plan.method_settings[method->name].items()) settings[name] = value;
+    settings = interpolate_settings(settings, method->name);
 
     Job job;
     job.method = method->name;
@@ -448,6 +532,7 @@ json plan_json(const SweepPlan& plan, const std::vector<Job>& jobs) {
           {"grid", grid},
           {"random", random},
           {"settings", plan.settings},
+          {"method_settings", plan.method_settings},
           {"slurm", plan.slurm},
           {"report", {{"x", plan.report.x}, {"metrics", plan.report.metrics}, {"per_class_at", plan.report.per_class_at}}},
           {"jobs", listed}};

@@ -6,8 +6,12 @@
 //     "grid":     { "ratio": [0.1, 0.2], "seeds": [7, 42] }            -- every combination
 //     "random":   { "count": 4, "seed": 1, "axes": { "lr": {"log_uniform": [1e-5, 1e-3]} } }
 //     "settings": { "epochs_stage1": 1 }                 -- the same for every job
+//     "method_settings": { "two_stage_augment": { "augmented": "data/sst2/aug_{ratio}.csv" } }  -- one method's jobs
 //     "slurm":    { "partition": "debug", "time": "01:00:00", "cpus_per_task": 2, "mem": "8G" }
 //     "report":   { "x": "ratio", "metrics": ["f1_minority", "macro_f1"], "per_class_at": {"ratio": 0.2} } }
+//
+// A text setting may name another setting of its job in braces ("{ratio}", also "{method}"): each job gets the text
+// with that setting's value in its place; braces around anything else are left as they are.
 //
 // Jobs are methods × grid combinations × random draws. A job's id is stable: it depends only on its method and
 // settings (never on the order of the grid), so a sweep run again, extended, or resumed finds its finished jobs.
@@ -51,6 +55,7 @@ struct SweepPlan {
   std::uint64_t random_seed = 0;
   std::vector<RandomAxis> random_axes;                           // in name order
   nlohmann::json settings = nlohmann::json::object();            // fixed settings
+  nlohmann::json method_settings = nlohmann::json::object();     // method -> settings of its jobs only
   nlohmann::json slurm = nlohmann::json::object();               // sbatch options
   ReportOptions report;
   nlohmann::json source;                                         // the sweep as evaluated, for plan.json
@@ -60,7 +65,8 @@ struct SweepPlan {
 using Override = std::pair<std::string, std::string>;
 
 // Reads the evaluated sweep file, then applies `overrides`: a grid or random axis, `methods` or `recipe` gets the
-// comma-separated list; `slurm.KEY` sets an sbatch option; any other key sets a fixed recipe setting. Recipes are
+// comma-separated list; `slurm.KEY` sets an sbatch option; `METHOD.KEY` a setting of that method's jobs; any other
+// key sets a fixed recipe setting. Recipes are
 // looked up beside the sweep file, then in ./recipes/, then in the installed recipes folder. Throws ts::Error
 // naming the sweep file and the key at fault.
 SweepPlan parse_plan(const nlohmann::json& sweep, const std::filesystem::path& sweep_file,

@@ -277,17 +277,15 @@ ReportFiles write_report(const fs::path& sweep_dir, const std::string& title, co
   }
 
   // Per-class F1 at one point of the grid: the one the sweep names, else the smallest x.
+  std::optional<double> smallest_x;
+  std::string smallest_x_text;
+  for (const auto& record : done)
+    if (auto value = as_number(store::key_value(record, options.x)); value && (!smallest_x || *value < *smallest_x)) {
+      smallest_x = value;
+      smallest_x_text = store::key_value(record, options.x);
+    }
   json at = options.per_class_at;
-  if (at.empty() && has_x) {
-    std::optional<double> smallest;
-    std::string smallest_text;
-    for (const auto& record : done)
-      if (auto value = as_number(store::key_value(record, options.x)); value && (!smallest || *value < *smallest)) {
-        smallest = value;
-        smallest_text = store::key_value(record, options.x);
-      }
-    if (smallest) at = json{{options.x, parse_value(smallest_text)}};
-  }
+  if (at.empty() && smallest_x) at = json{{options.x, parse_value(smallest_x_text)}};
   if (!at.empty() && !done.empty()) {
     std::vector<JobRecord> selected;
     for (const auto& record : done) {
@@ -299,6 +297,15 @@ ReportFiles write_report(const fs::path& sweep_dir, const std::string& title, co
     std::string where;
     for (const auto& [key, value] : at.items())
       where += (where.empty() ? "" : ", ") + key + " = " + store::setting_text(key, value);
+    // A point the grid does not have (after --set ratio=...): the smallest x instead, said in a note.
+    if (selected.empty() && has_x && !smallest_x_text.empty()) {
+      files.notes.push_back(fmt::format("per-class F1: no finished job at {}; shown at {} = {} instead", where,
+                                        options.x, smallest_x_text));
+      where = options.x + " = " + smallest_x_text;
+      at = json{{options.x, parse_value(smallest_x_text)}};
+      for (const auto& record : done)
+        if (store::key_value(record, options.x) == smallest_x_text) selected.push_back(record);
+    }
     int classes = 0;
     for (const auto& record : selected)
       for (const auto& item : record.metrics)

@@ -237,6 +237,13 @@ TEST_CASE("varying_keys names what differs, method first, seeds left out") {
   CHECK(varying_keys(rows, {"seeds"}) == std::vector<std::string>{"method", "ratio"});
   CHECK(varying_keys(rows, {}) == std::vector<std::string>{"method", "ratio", "seeds"});
   CHECK(metric_names(rows) == std::vector<std::string>{"f1_minority", "macro_f1"});
+
+  // One method's own setting follows from method (and ratio): no grouping key. A setting every job has stays.
+  rows.push_back(done_row("3", "augment", {{"ratio", 0.2}, {"seeds", 7}, {"epochs", 1}, {"data", "aug_0.2.csv"}}, {}));
+  rows.push_back(done_row("4", "augment", {{"ratio", 0.5}, {"seeds", 7}, {"epochs", 1}, {"data", "aug_0.5.csv"}}, {}));
+  CHECK(varying_keys(rows, {"seeds"}) == std::vector<std::string>{"method", "ratio"});
+  rows.push_back(done_row("5", "augment", {{"ratio", 0.5}, {"seeds", 42}, {"epochs", 1}, {"data", "other.csv"}}, {}));
+  CHECK(varying_keys(rows, {"seeds"}) == std::vector<std::string>{"method", "data", "ratio"});
 }
 
 TEST_CASE("tables: terminal, Markdown and CSV with exact text") {

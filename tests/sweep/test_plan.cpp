@@ -87,6 +87,33 @@ TEST_CASE("set overrides: a grid axis gets a list, methods, slurm options, any o
                                               "/tmp/job", "--threads", "4", "--quiet"});
 }
 
+TEST_CASE("method_settings go to one method's jobs, and {setting} in a text setting takes the job's value") {
+  auto sweep = small_sweep();
+  sweep["settings"]["note"] = "{method} at {ratio}, {unknown} and {} stay";
+  sweep["method_settings"] = {{"two_stage_reweight", {{"augmented", "data/aug_{ratio}_{seeds}.csv"}}}};
+  const auto jobs = expand(parse_plan(sweep, kSweepFile));
+  int with_augmented = 0;
+  for (const auto& job : jobs) {
+    const std::string ratio = job.settings["ratio"] == 0.2 ? "0.2" : "0.5";
+    CHECK(job.settings["note"] == job.method + " at " + ratio + ", {unknown} and {} stay");
+    if (job.method == "two_stage_reweight") {
+      ++with_augmented;
+      CHECK(job.settings["augmented"] == "data/aug_" + ratio + "_" + job.settings["seeds"].dump() + ".csv");
+    } else {
+      CHECK_FALSE(job.settings.contains("augmented"));
+    }
+  }
+  CHECK(with_augmented == 4);
+  // From the command line: METHOD.key; a method left out of the sweep leaves its method_settings unused.
+  const auto plan = parse_plan(sweep, kSweepFile, {{"vanilla.epochs_stage1", "0"}, {"methods", "vanilla"}});
+  CHECK(expand(plan)[0].settings["epochs_stage1"] == 0);
+  CHECK_THROWS_WITH(parse_plan(sweep, kSweepFile, {{"vanila.epochs_stage1", "0"}}),
+                    Catch::Contains("'vanila' is not a method"));
+  auto clash = small_sweep();
+  clash["method_settings"] = {{"vanilla", {{"ratio", 0.3}}}};
+  CHECK_THROWS_WITH(parse_plan(clash, kSweepFile), Catch::Contains("'ratio' is both a setting of method vanilla"));
+}
+
 TEST_CASE("parse_value reads command-line values as numbers, booleans, text and lists") {
   CHECK(parse_value("7") == json(7));
   CHECK(parse_value("0.25") == json(0.25));

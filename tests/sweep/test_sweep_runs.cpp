@@ -173,6 +173,13 @@ TEST_CASE("a small sweep runs each job once with --jobs 2, and run again it star
   CHECK(misspelt.status != 0);
   CHECK_THAT(misspelt.output, Catch::Contains("no job in") && Catch::Contains("reports 'macro_f2'") &&
                                   Catch::Contains("macro_f1"));
+  // A narrower plan over the same folder finds its jobs done; its report shows per-class F1 at the ratio it has.
+  const auto narrower = run("sweep " + kSweep + " --out " + out.string() + " --set ratio=0.5 --collect");
+  INFO(narrower.output);
+  CHECK(narrower.status == 0);
+  CHECK_THAT(ts::read_file(out / "report.md"),
+             Catch::Contains("4 jobs: 4 done") && Catch::Contains("## Per-class F1 at ratio = 0.5") &&
+                 Catch::Contains("per-class F1: no finished job at ratio = 0.2; shown at ratio = 0.5 instead"));
   const auto bad_key = run("results " + out.string() + " --group-by ratoi");
   CHECK(bad_key.status != 0);
   CHECK_THAT(bad_key.output, Catch::Contains("no setting 'ratoi'") && Catch::Contains("ratio"));
