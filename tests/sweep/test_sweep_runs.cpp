@@ -370,12 +370,13 @@ TEST_CASE("sweep command-line mistakes are usage errors, and --dry-run lists the
   CHECK(no_file.status == 1);
   CHECK_THAT(no_file.output, Catch::Contains("no sweep file 'no_such_sweep.lua'"));
 
-  const auto dry = run("sweep " + kSweep + " --dry-run --set ratio=0.3");
+  const auto dry_out = fresh_folder("dry");
+  const auto dry = run("sweep " + kSweep + " --dry-run --set ratio=0.3 --out " + dry_out.string());
   INFO(dry.output);
   CHECK(dry.status == 0);
-  CHECK_THAT(dry.output, Catch::Contains("4 jobs in sweeps/small_sweep") &&
-                             Catch::Contains("--set ratio=0.3 --set seeds=42 --out sweeps/small_sweep/jobs/"));
-  CHECK_FALSE(fs::exists("sweeps/small_sweep"));  // a dry run creates nothing
+  CHECK_THAT(dry.output, Catch::Contains("4 jobs in " + dry_out.string()) &&
+                             Catch::Contains("--set ratio=0.3 --set seeds=42 --out " + dry_out.string() + "/jobs/"));
+  CHECK_FALSE(fs::exists(dry_out));  // a dry run creates nothing
 }
 
 TEST_CASE("an error in the sweep file reports its line") {
