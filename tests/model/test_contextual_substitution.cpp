@@ -118,7 +118,7 @@ TEST_CASE("A fraction of the words is replaced, the rest of the text kept byte f
   CHECK(distinct.size() > 1);
 }
 
-TEST_CASE("The same seed gives the same variants; another seed other ones", "[model][augment]") {
+TEST_CASE("The same seed gives the same variants, another seed other ones", "[model][augment]") {
   const auto model = tiny_model();
   const std::string text = "an intelligent and moving portrait of a family in crisis";
   auto first = augmenter(11, {}, model);
@@ -130,7 +130,7 @@ TEST_CASE("The same seed gives the same variants; another seed other ones", "[mo
   CHECK(first.augment(text, 6) != a);  // the generator moves on between calls
 }
 
-TEST_CASE("The prediction skips special tokens, pieces, punctuation and the word itself; case follows the word",
+TEST_CASE("The prediction skips special tokens, pieces, punctuation and the word itself, and follows its case",
           "[model][augment]") {
   auto model = tiny_model();
   const auto& tokens = vocabulary();
@@ -155,7 +155,7 @@ TEST_CASE("The prediction skips special tokens, pieces, punctuation and the word
   CHECK(substitution.augment("a Movie", 1) == std::vector<std::string>{"movie Splendid"});
 }
 
-TEST_CASE("Texts without words give no variants; long texts mask only what fits", "[model][augment]") {
+TEST_CASE("Texts without words give no variants, long texts mask only what fits", "[model][augment]") {
   ContextualSubstitutionOptions options;
   options.fraction = 1.0;
   options.max_length = 8;  // [CLS] + 6 tokens + [SEP]
