@@ -243,7 +243,8 @@ struct Lua {
     lua_pushlstring(L, value.data(), value.size());
     lua_rawset(L, LUA_GLOBALSINDEX);
   }
-  void run(const std::string& source) { runtime.execute(source); }
+  // A failed Lua assert fails the test with its message and traceback.
+  void run(const std::string& source) { REQUIRE_NOTHROW(runtime.execute(source)); }
 };
 
 }  // namespace
