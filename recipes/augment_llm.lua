@@ -1,10 +1,11 @@
 -- Stage-1 data of the augmentation variant: down-sample train as the reference, then fill each class to the target
 -- with LLM paraphrases (any OpenAI-compatible server), or offline with EDA or masked-LM substitution. Writes aug.csv
--- (org_ind,text,label) and summary.json in the run folder. See scripts/twostage/augment.lua for the steps.
+-- (org_ind,text,label; org_ind is the 0-based data row of the train file) and summary.json in the run folder.
+-- See scripts/twostage/augment.lua for the steps.
 --
 --   OPENAI_API_KEY=... twostage run recipes/augment_llm.lua
---   twostage run recipes/augment_llm.lua --set base_url=http://localhost:8000/v1,api_key_env= ...   (vLLM, Ollama)
---   twostage run recipes/augment_llm.lua --set augmenter=eda                                          (no API)
+--   twostage run recipes/augment_llm.lua --set base_url=http://localhost:8000/v1 --set api_key_env= --set model=M
+--   twostage run recipes/augment_llm.lua --set augmenter=eda                                  (no API at all)
 -- An interrupted run resumes without paying twice: run again with the same --out (or the same --set cache=PATH).
 local ts = require "twostage"
 local augment = require "twostage.augment"
