@@ -134,7 +134,9 @@ local Run = {}
 Run.__index = Run
 
 local function load_model(settings, num_classes)
-  local options = { head = settings.head, num_labels = num_classes, device = settings.device }
+  -- A checkpoint fine-tuned on another label set keeps its encoder; its head is re-initialised (and reported).
+  local options = { head = settings.head, num_labels = num_classes, device = settings.device,
+                    ignore_mismatched_sizes = true }
   if settings.init == "random" then
     local config = native.json_decode(native.read_file(settings.model .. "/config.json"))
     return native.classifier_from_config(config, options)
@@ -142,8 +144,9 @@ local function load_model(settings, num_classes)
     error("init '" .. settings.init .. "': expected \"pretrained\" or \"random\"")
   end
   local model, report = native.load_classifier(settings.model, options)
-  if #report.missing > 0 then
-    native.log("model", "newly initialised: " .. table.concat(report.missing, ", "), { missing = report.missing })
+  if #report.missing > 0 or #report.mismatched > 0 then
+    native.log("model", string.format("newly initialised: %d missing and %d mismatched tensors", #report.missing,
+      #report.mismatched), { missing = report.missing, mismatched = report.mismatched })
   end
   return model
 end

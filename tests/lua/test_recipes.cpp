@@ -1,0 +1,199 @@
+// The paper's recipes end to end with the twostage executable, on a tiny random BERT: run folders hold the
+// contract's files and keys; the same seed and threads give the same metrics; the neighbours' recipes run.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <twostage/build_info.h>
+
+#include <nlohmann/json.hpp>
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+struct Result {
+  int status;
+  std::string output;
+};
+
+Result run(const std::string& arguments) {
+  const std::string command = std::string(TWOSTAGE_BINARY_DIR) + "/twostage " + arguments + " 2>&1";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  std::string output;
+  char buffer[4096];
+  size_t read = 0;
+  while ((read = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, read);
+  const int status = ::pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+fs::path scratch() {
+  static const auto folder = [] {
+    auto path = fs::temp_directory_path() / ("twostage-recipes-" + std::to_string(::getpid()));
+    fs::remove_all(path);
+    fs::create_directories(path);
+    return path;
+  }();
+  return folder;
+}
+
+// A tiny BERT folder (made once per process) with the given dropout.
+std::string tiny_model(double dropout = 0.1) {
+  const auto folder = scratch() / ("tiny-bert-dropout" + std::to_string(static_cast<int>(dropout * 100)));
+  if (!fs::exists(folder / "config.json")) {
+    const auto result = run("run tests/lua/fixtures/tiny_bert.lua --quiet --out " + (scratch() / "fixture").string() +
+                            " --set out=" + folder.string() + " --set dropout=" + std::to_string(dropout));
+    INFO(result.output);
+    REQUIRE(result.status == 0);
+  }
+  return folder.string();
+}
+
+json read_json(const fs::path& path) {
+  std::ifstream in(path);
+  REQUIRE(in.good());
+  return json::parse(in);
+}
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Runs a recipe into its own folder and returns that folder.
+fs::path run_recipe(const std::string& recipe, const std::string& name, const std::string& settings) {
+  const auto out = scratch() / name;
+  const auto result = run("run recipes/" + recipe + " --quiet --threads 2 --out " + out.string() +
+                          " --set model=" + tiny_model() + " " + settings);
+  INFO(result.output);
+  REQUIRE(result.status == 0);
+  return out;
+}
+
+const char* kTrec = "--set train=../shared/data/trec/train.tsv --set test=../shared/data/trec/test.tsv "
+                    "--set text_column=text --set label_column=coarse --set imbalance=10 --set seeds=3 ";
+
+}  // namespace
+
+TEST_CASE("the three reference recipes run end to end on SST-2 at rate 0.2 and write the contract's files") {
+  // Stage 1 of the augmentation variant reads paraphrases: here the first 3000 rows of train stand in for aug.csv.
+  const auto augmented = scratch() / "aug.csv";
+  {
+    std::ifstream train("data/sst2/train.tsv");
+    std::ofstream out(augmented);
+    out << "org_ind,text,label\n";
+    std::string line;
+    std::getline(train, line);
+    for (int i = 0; i < 3000 && std::getline(train, line); ++i) {
+      const auto tab = line.find('\t');
+      out << i << ",\"" << line.substr(0, tab) << "\"," << line.substr(tab + 1) << "\n";
+    }
+  }
+  const std::string common = "--set seeds=42 --set bucket=true ";
+  for (const std::string recipe : {"vanilla", "two_stage_reweight", "two_stage_augment"}) {
+    SECTION(recipe) {
+      const auto out = run_recipe(recipe + ".lua", recipe,
+                                  common + (recipe == "two_stage_augment" ? "--set augmented=" + augmented.string() : ""));
+      const auto metrics = read_json(out / "metrics.json");
+      for (const char* key : {"accuracy", "macro_f1", "f1_per_class", "confusion_matrix", "train_class_counts",
+                              "f1_minority", "per_seed", "std", "mean"})
+        CHECK(metrics.contains(key));
+      CHECK(metrics["train_class_counts"] == json::array({7513, 37569}));
+      const auto& seed = metrics["per_seed"]["42"];
+      for (const char* key : {"accuracy", "macro_f1", "f1_per_class", "confusion_matrix", "train_class_counts"})
+        CHECK(seed.contains(key));
+      int64_t evaluated = 0;
+      for (const auto& row : seed["confusion_matrix"])
+        for (const auto& count : row) evaluated += count.get<int64_t>();
+      CHECK(evaluated == 872);
+      CHECK(seed["stages"].size() == 2);
+      CHECK(metrics["std"].is_null());  // one seed
+
+      const auto config = read_json(out / "config.json");
+      CHECK(config["settings"]["ratio"] == 0.2);
+      CHECK(config["settings"]["seeds"] == json::array({42}));
+      CHECK(config["run"].contains("libtorch_version"));
+      CHECK(config["run"].contains("twostage_version"));
+
+      const auto predictions = read_text(out / "predictions.csv");
+      CHECK(predictions.rfind("seed,index,label,prediction,logit_0,logit_1\n", 0) == 0);
+      CHECK(std::count(predictions.begin(), predictions.end(), '\n') == 873);
+      CHECK(fs::exists(out / "log.txt"));
+    }
+  }
+}
+
+TEST_CASE("the same seed and threads give identical metrics twice; epochs 0 still evaluates") {
+  const std::string settings = std::string(kTrec) + "--set epochs_stage2=0 --set lr_stage1=1e-3";
+  const auto first = read_json(run_recipe("two_stage_reweight.lua", "same-a", settings) / "metrics.json");
+  const auto second = read_json(run_recipe("two_stage_reweight.lua", "same-b", settings) / "metrics.json");
+  auto strip_times = [](json metrics) {
+    for (auto& [seed, record] : metrics["per_seed"].items()) {
+      record.erase("seconds");
+      for (auto& stage : record["stages"]) stage.erase("seconds");
+    }
+    return metrics;
+  };
+  CHECK(strip_times(first) == strip_times(second));
+  const auto& stages = first["per_seed"]["3"]["stages"];
+  REQUIRE(stages.size() == 2);
+  CHECK(stages[1]["epochs"] == 0);
+  CHECK(stages[1]["steps"] == 0);
+  CHECK(stages[1].contains("macro_f1"));
+  // The long tail: 6 TREC classes ranked by size, the largest 10 times the smallest.
+  const auto counts = first["train_class_counts"].get<std::vector<int64_t>>();
+  CHECK(*std::max_element(counts.begin(), counts.end()) >= 10 * *std::min_element(counts.begin(), counts.end()));
+}
+
+TEST_CASE("several seeds report each seed and their mean and standard deviation") {
+  const auto metrics = read_json(
+      run_recipe("vanilla.lua", "two-seeds", std::string(kTrec) + "--set seeds=1,2 --set lr_stage2=1e-3") /
+      "metrics.json");
+  REQUIRE(metrics["per_seed"].size() == 2);
+  const double a = metrics["per_seed"]["1"]["macro_f1"], b = metrics["per_seed"]["2"]["macro_f1"];
+  CHECK(metrics["macro_f1"].get<double>() == Approx((a + b) / 2));
+  CHECK(metrics["std"]["macro_f1"].get<double>() == Approx(std::abs(a - b) / std::sqrt(2.0)));
+  CHECK(metrics["f1_per_class"].size() == 6);
+}
+
+TEST_CASE("the neighbours' recipes run: LP-FT with a cached trunk, post-hoc logit adjustment, cRT") {
+  SECTION("lp_ft") {
+    const auto out = run_recipe("lp_ft.lua", "lp-ft", std::string(kTrec) + "--set cache_frozen=true");
+    const auto log = read_text(out / "log.txt");
+    CHECK(log.find("cached the frozen trunk below layer 2") != std::string::npos);
+  }
+  SECTION("logit_adjust") {
+    const auto out = run_recipe("logit_adjust.lua", "logit-adjust", std::string(kTrec) + "--set adjust=post_hoc");
+    CHECK(read_json(out / "metrics.json").contains("macro_f1"));
+  }
+  SECTION("crt") {
+    const auto out = run_recipe("crt.lua", "crt", std::string(kTrec));
+    const auto log = read_text(out / "log.txt");
+    CHECK(log.find("classifier re-training") != std::string::npos);
+  }
+}
+
+TEST_CASE("the reference's stage-1 schedule defect is reproduced only with faithful_schedule=true") {
+  const auto augmented = scratch() / "aug-trec.csv";
+  {
+    std::ofstream out(augmented);
+    out << "org_ind,text,label\n";
+    for (int i = 0; i < 400; ++i) out << i << ",what is question number " << i << " ?," << (i % 6) << "\n";
+  }
+  // TREC's coarse labels are names; the paraphrase file uses their ids.
+  const std::string settings = std::string(kTrec) + "--set augmented=" + augmented.string() + " --set epochs_stage2=0 ";
+  const auto faithful = read_text(run_recipe("two_stage_augment.lua", "faithful", settings +
+                                             "--set faithful_schedule=true") / "log.txt");
+  const auto fixed = read_text(run_recipe("two_stage_augment.lua", "fixed", settings) / "log.txt");
+  CHECK(fixed.find("stage 1: 1 epoch(s) of 25 batches, 25 optimiser steps") != std::string::npos);
+  CHECK(faithful.find("stage 1: 1 epoch(s) of 25 batches, ") != std::string::npos);
+  CHECK(faithful.find("stage 1: 1 epoch(s) of 25 batches, 25 optimiser steps") == std::string::npos);
+}

@@ -1,0 +1,188 @@
+// The training building blocks as a recipe sees them: datasets and their errors, imbalance, loaders, losses,
+// metrics, and fit() with and without a cached trunk.
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+
+#include "runtime.h"
+
+namespace {
+
+// Runs Lua in a fresh runtime whose run folder is a temporary directory (global `out_dir`).
+void lua(const std::string& source) {
+  ts::lua::RunOptions options;
+  options.out = std::filesystem::temp_directory_path() / ("twostage-training-" + std::to_string(::getpid()));
+  ts::lua::Runtime runtime(options);
+  runtime.run_state().write_policy.allow_tree(*options.out);
+  std::filesystem::create_directories(*options.out);
+  lua_State* L = runtime.state();
+  // rawset: strict globals refuse a plain assignment of an undeclared global.
+  lua_pushstring(L, "out_dir");
+  lua_pushstring(L, options.out->c_str());
+  lua_rawset(L, LUA_GLOBALSINDEX);
+  runtime.execute("local ts = require 'twostage'\n" + source);
+}
+
+}  // namespace
+
+TEST_CASE("SST-2 at rate 0.2 keeps 7,513 + 37,569 rows, the same rows every time") {
+  lua(R"(
+    local train = ts.read_table("data/sst2/train.tsv", { text = "sentence" })
+    assert(#train == 67349 and train:classes()[1] == "0")
+    local counts = train:class_counts()
+    assert(counts[1] == 29780 and counts[2] == 37569)
+    local imbalanced, rows = ts.downsample(train, { rate = 0.2 })
+    counts = imbalanced:class_counts()
+    assert(counts[1] == 7513 and counts[2] == 37569, counts[1] .. " " .. counts[2])
+    assert(#rows == 45082 and #imbalanced == 45082)
+    local again, rows_again = ts.downsample(train, { rate = 0.2 })
+    for i = 1, #rows do assert(rows[i] == rows_again[i]) end
+    assert(imbalanced:text(1) == train:text(rows[1]) and imbalanced:label(1) == train:label(rows[1]))
+    -- a different seed picks different rows
+    local _, other = ts.downsample(train, { rate = 0.2, seed = 7 })
+    local same = 0
+    for i = 1, 100 do if other[i] == rows[i] then same = same + 1 end end
+    assert(same < 10)
+  )");
+}
+
+TEST_CASE("every bad input to read_table is an error naming the file and what is wrong") {
+  lua(R"(
+    local function fails(pattern, path, options)
+      local ok, message = pcall(ts.read_table, path, options)
+      assert(not ok, "expected an error for " .. path)
+      assert(message:find(pattern, 1, true), "'" .. message .. "' lacks '" .. pattern .. "'")
+    end
+    local function file(name, text)
+      local path = out_dir .. "/" .. name
+      ts.write_file(path, text)
+      return path
+    end
+    fails("sentence", "data/sst2/dev.tsv", { text = "text" })            -- the missing column lists those present
+    fails("no_such_file.csv", "no_such_file.csv")
+    fails(":3:", file("bad_label.csv", "text,label\na,pos\nb,maybe\n"), { classes = { "neg", "pos" } })
+    fails(":2:", file("empty.csv", "text,label\n ,1\nb,0\n"))
+    fails(":2:", file("quote.csv", "text,label\n\"open,1\n"))
+    local kept = ts.read_table(file("empty_drop.csv", "text,label\n ,1\nb,0\n"), { empty_text = "drop" })
+    assert(#kept == 1 and kept:dropped_empty() == 1)
+    local strings = ts.read_table(file("names.jsonl", '{"text": "x", "label": "sports"}\n{"text": "y", "label": "art"}\n'))
+    assert(strings:classes()[1] == "art" and strings:label(1) == 1)
+  )");
+}
+
+TEST_CASE("class-balanced weights and LDAM margins at rate 0.2, and the weighted-mean reduction") {
+  lua(R"(
+    local loss = ts.loss { kind = "ldam", counts = { 7513, 37569 }, weights = "effective", beta = 0.9999,
+                           max_margin = 0.5, scale = 1 }
+    local d = loss:describe()
+    local function near(a, b, tolerance) return math.abs(a - b) < (tolerance or 1e-4) end
+    assert(near(d.weights[1], 1.2979) and near(d.weights[2], 0.7021), d.weights[1] .. " " .. d.weights[2])
+    assert(near(d.margins[1], 0.5) and near(d.margins[2], 0.3344), d.margins[2])
+    -- One row of each class, logits zero: z' = -m_y on the true class; ℓ_i = log(1 + e^{-m_y}) ... weighted mean.
+    local logits = ts.zeros(2, 2)
+    local labels = ts.tensor({ 0, 1 }, "int64")
+    local l0 = math.log(1 + math.exp(-0.5)) + 0.5 - math.log(1 + math.exp(-0.5)) * 0   -- -log softmax(-0.5, 0)[0]
+    l0 = -(-0.5 - math.log(math.exp(-0.5) + 1))
+    local l1 = -(-d.margins[2] - math.log(math.exp(-d.margins[2]) + 1))
+    local expected = (d.weights[1] * l0 + d.weights[2] * l1) / (d.weights[1] + d.weights[2])
+    assert(near(loss(logits, labels):item(), expected, 1e-6), loss(logits, labels):item() .. " vs " .. expected)
+    local ok, message = pcall(ts.loss, { kind = "ldam" })
+    assert(not ok and message:find("counts"), message)
+  )");
+}
+
+TEST_CASE("metrics from a hand-computed confusion matrix") {
+  lua(R"(
+    -- truth 0 0 0 1 1 2; predicted 0 0 1 1 2 2 -> [[2,1,0],[0,1,1],[0,0,1]]
+    local m = ts.metrics({ 0, 0, 0, 1, 1, 2 }, { 0, 0, 1, 1, 2, 2 }, { num_classes = 3 })
+    assert(m.confusion_matrix[1][1] == 2 and m.confusion_matrix[1][2] == 1 and m.confusion_matrix[2][3] == 1)
+    assert(math.abs(m.accuracy - 4 / 6) < 1e-12)
+    -- F1: class 0 p=1 r=2/3 -> 0.8; class 1 p=1/2 r=1/2 -> 0.5; class 2 p=1/2 r=1 -> 2/3
+    assert(math.abs(m.f1_per_class[1] - 0.8) < 1e-12 and math.abs(m.f1_per_class[3] - 2 / 3) < 1e-12)
+    assert(math.abs(m.macro_f1 - (0.8 + 0.5 + 2 / 3) / 3) < 1e-12)
+    assert(math.abs(m.balanced_accuracy - (2 / 3 + 0.5 + 1) / 3) < 1e-12)
+    local from_logits = ts.metrics({ 1, 0 }, ts.tensor({ { 0, 1 }, { 0, 1 } }))
+    assert(from_logits.accuracy == 0.5 and math.abs(from_logits.log_loss - math.log(1 + math.exp(1))) > 0)
+  )");
+}
+
+TEST_CASE("a loader covers every row once per epoch, pads to the longest row, and balances classes when asked") {
+  lua(R"(
+    local texts, labels = {}, {}
+    for i = 1, 50 do
+      texts[i] = string.rep("word ", i % 7 + 1)
+      labels[i] = i <= 40 and 0 or 1
+    end
+    local data = ts.dataset { texts = texts, labels = labels, classes = { "major", "minor" } }
+    local tok = ts.tokenizer("data/vocab/bert-base-uncased")
+    local loader = ts.loader(data, tok, { batch_size = 8, seed = 3, bucket = true })
+    assert(loader:batches(1) == 7)
+    local seen, longest_pad = {}, 0
+    for batch in loader:epoch(1) do
+      local width = batch.input_ids:size(2)
+      local row_lengths = batch.attention_mask:sum(2):totable()
+      local longest = 0
+      for _, n in ipairs(row_lengths) do longest = math.max(longest, n) end
+      assert(longest == width, "padded to the longest row of the batch")
+      for _, row in ipairs(batch.rows) do assert(not seen[row]); seen[row] = true end
+    end
+    for i = 1, 50 do assert(seen[i], "row " .. i) end
+
+    local balanced = ts.loader(data, tok, { batch_size = 10, sampler = "balanced", seed = 1, num_samples = 2000 })
+    local minority = 0
+    for batch in balanced:epoch(1) do minority = minority + batch.labels:sum() end
+    assert(math.abs(minority / 2000 - 0.5) < 0.05, minority)
+  )");
+}
+
+TEST_CASE("fit learns a separable task, and with cache_frozen the top trains to the same weights") {
+  lua(R"(
+    local texts, labels = {}, {}
+    for i = 1, 64 do
+      local positive = i % 2 == 0
+      texts[i] = (positive and "great wonderful film " or "awful boring film ") .. string.rep("and ", i % 5)
+      labels[i] = positive and 1 or 0
+    end
+    local data = ts.dataset { texts = texts, labels = labels }
+    local tok = ts.tokenizer("data/vocab/bert-base-uncased")
+    local config = { vocab_size = 30522, hidden_size = 32, num_hidden_layers = 2, num_attention_heads = 2,
+                     intermediate_size = 64, hidden_dropout_prob = 0, attention_probs_dropout_prob = 0 }
+
+    local function train_top(cache_frozen)
+      ts.manual_seed(5)
+      local model = ts.classifier_from_config(config, { num_labels = 2, head = "paper" })
+      local loader = ts.loader(data, tok, { batch_size = 8, seed = 9 })
+      local history = ts.train.fit(model, loader, { name = "stage 1", epochs = 10, lr = 3e-3,
+        loss = ts.loss { kind = "ce" }, trainable = ts.train.top_layers(model, 1), cache_frozen = cache_frozen })
+      local eval_loader = ts.loader(data, tok, { batch_size = 16, sampler = "sequential" })
+      local metrics, logits = ts.train.evaluate(model, eval_loader)
+      return metrics, logits, history
+    end
+    local plain, plain_logits, history = train_top(false)
+    local cached, cached_logits, cached_history = train_top(true)
+    assert(history.steps == 80 and cached_history.cached_trunk_bytes > 0)
+    assert(plain.accuracy == 1, "learns the task: " .. plain.accuracy)
+    local difference = (plain_logits - cached_logits):abs():max()
+    assert(difference < 1e-3, "cached and uncached training differ by " .. difference)
+  )");
+}
+
+TEST_CASE("fit keeps the best validation weights and stops early") {
+  lua(R"(
+    local texts, labels = {}, {}
+    for i = 1, 40 do texts[i] = i % 2 == 0 and "good" or "bad"; labels[i] = i % 2 end
+    local data = ts.dataset { texts = texts, labels = labels }
+    local tok = ts.tokenizer("data/vocab/bert-base-uncased")
+    ts.manual_seed(1)
+    local model = ts.classifier_from_config({ vocab_size = 30522, hidden_size = 16, num_hidden_layers = 1,
+      num_attention_heads = 2, intermediate_size = 32 }, { num_labels = 2 })
+    local validation = ts.loader(data, tok, { sampler = "sequential" })
+    local history = ts.train.fit(model, ts.loader(data, tok, { batch_size = 8 }), { name = "fit", epochs = 20,
+      lr = 5e-3, loss = ts.loss { kind = "ce" }, validation = validation, patience = 2, keep_best = true,
+      monitor = { metric = "log_loss", mode = "min" } })
+    assert(#history.validations < 20 or history.best, "validated each epoch")
+    local best = history.best.value
+    local metrics = ts.train.evaluate(model, validation)
+    assert(math.abs(metrics.log_loss - best) < 1e-5, "the best weights were restored")
+  )");
+}
