@@ -310,9 +310,13 @@ int method_index_select(lua_State* L) {
   return 1;
 }
 
-// backward(): gradients of this scalar into every leaf that requires them.
+// backward(): gradients of this scalar into every leaf that requires them. The tensor then lets go of its graph:
+// a graph is good for one backward only, and Lua's collector, which sees a few bytes per tensor, may keep an
+// unreachable loss (and through it the graph's memory) alive for many steps.
 int method_backward(lua_State* L) {
-  self(L).backward();
+  auto& tensor = self(L);
+  tensor.backward();
+  tensor = tensor.detach();
   return 0;
 }
 

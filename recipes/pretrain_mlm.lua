@@ -123,6 +123,7 @@ while state.step < settings.steps do
   end
   if state.step % settings.eval_every == 0 then evaluate() end
   if state.step % settings.save_every == 0 then save_checkpoint() end
+  collectgarbage()  -- tensors are large, their userdata small: collect each step rather than when Lua notices
   if settings.stop_after > 0 and state.step >= settings.stop_after then
     ts.log("stop", string.format("stopped after step %d (stop_after)", state.step), { step = state.step })
     return

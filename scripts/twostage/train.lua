@@ -184,6 +184,9 @@ function train.fit(model, loader, options)
         optimizer:step()
         schedule:step()
         optimizer:zero_grad()
+        -- The batch's logits still reach its autograd graph; Lua's collector sees a few bytes per tensor and would
+        -- let many steps' graphs pile up before collecting them.
+        collectgarbage()
         pending = 0
         history.steps = history.steps + 1
         if options.validation and options.validate_every and history.steps % options.validate_every == 0 then
