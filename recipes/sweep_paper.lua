@@ -4,16 +4,15 @@
 --   twostage sweep recipes/sweep_paper.lua --jobs 2                                 here, resumable
 --   twostage sweep recipes/sweep_paper.lua --set ratio=0.1,0.2,0.3 --set seeds=7,42  a smaller grid
 --   twostage sweep recipes/sweep_paper.lua --emit slurm                             a job array, then --collect
--- The augmentation variant trains stage 1 on the paraphrases of its own imbalanced train set, one file per rate:
---   twostage run recipes/augment_llm.lua --set ratio=0.3 --set out=data/sst2/aug_eda_0.3.csv [--set augmenter=eda]
+-- The augmentation variant makes EDA paraphrases of each job's own imbalanced train set. For LLM paraphrases, make
+-- one file per rate and name it in method_settings:
+--   twostage run recipes/augment_llm.lua --set ratio=0.3 --set out=data/sst2/aug_llm_0.3.csv
+--   method_settings = { two_stage_augment = { augmented = "data/sst2/aug_llm_{ratio}.csv" } },
 return {
   methods = { "vanilla", "two_stage_reweight", "two_stage_augment" },
   grid = {
     ratio = { 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7 },
     seeds = { 7, 42, 106, 190, 191 },
-  },
-  method_settings = {
-    two_stage_augment = { augmented = "data/sst2/aug_eda_{ratio}.csv" },
   },
   slurm = { time = "12:00:00", cpus_per_task = 8, mem = "16G" },
   report = { x = "ratio", metrics = { "f1_minority", "macro_f1" }, per_class_at = { ratio = 0.2 } },
