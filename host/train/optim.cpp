@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "train/fused_adamw.h"
 
 namespace ts::train {
 namespace {
@@ -129,7 +130,7 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<torch:
                        .betas(std::make_tuple(config.beta1, config.beta2))
                        .eps(config.eps)
                        .weight_decay(config.weight_decay);
-    return std::make_unique<torch::optim::AdamW>(groups_for(options), options);
+    return std::make_unique<FusedAdamW>(groups_for(options), options);
   }
   if (config.kind == "sgd") {
     auto options = torch::optim::SGDOptions(config.lr)

@@ -1,5 +1,6 @@
 // Parameter selection, optimisers, schedules, clipping and accumulation.
 #include <cmath>
+#include <sstream>
 
 #include <catch2/catch.hpp>
 
@@ -164,4 +165,38 @@ TEST_CASE("parameters in the no-decay group are not decayed; the others are") {
   CHECK(decayed[0].item<double>() == Approx(1 - 0.1 * 0.5));
   CHECK(exempt[0].item<double>() == Approx(1.0));
   CHECK(optimizer->param_groups().size() == 2);
+}
+
+TEST_CASE("the fused AdamW follows torch's AdamW step by step, and its state saves and loads") {
+  torch::manual_seed(0);
+  const auto start = torch::randn({3000});
+  auto ours = start.clone().requires_grad_(true);
+  auto theirs = start.clone().requires_grad_(true);
+  OptimizerConfig config;
+  config.lr = 1e-2;
+  config.weight_decay = 0.1;
+  auto fused = make_optimizer({ours}, config);
+  torch::optim::AdamW reference({theirs}, torch::optim::AdamWOptions(1e-2).weight_decay(0.1));
+  for (int step = 0; step < 20; ++step) {
+    const auto grad = torch::randn({3000});
+    ours.mutable_grad() = grad.clone();
+    theirs.mutable_grad() = grad.clone();
+    fused->step();
+    reference.step();
+  }
+  CHECK(torch::allclose(ours, theirs, 1e-5, 1e-6));
+  CHECK_FALSE(torch::allclose(ours, start));
+
+  // Saved and loaded into a fresh optimiser, the next step is the same as continuing.
+  std::stringstream saved;
+  torch::save(*fused, saved);
+  auto copy = ours.detach().clone().requires_grad_(true);
+  auto resumed = make_optimizer({copy}, config);
+  torch::load(*resumed, saved);
+  const auto grad = torch::randn({3000});
+  ours.mutable_grad() = grad.clone();
+  copy.mutable_grad() = grad.clone();
+  fused->step();
+  resumed->step();
+  CHECK(torch::equal(ours, copy));
 }

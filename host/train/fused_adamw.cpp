@@ -1,0 +1,154 @@
+#include "train/fused_adamw.h"
+
+#include <cmath>
+#include <string>
+#include <thread>
+
+#include "core/error.h"
+
+namespace ts::train {
+namespace {
+
+struct Coefficients {
+  float decay;        // 1 − lr λ
+  float beta1, one_minus_beta1, beta2, one_minus_beta2;
+  float step_size;    // lr / (1 − β1^t)
+  float sqrt_bc2;     // √(1 − β2^t)
+  float eps;
+};
+
+void update_range(float* p, const float* g, float* m, float* v, int64_t begin, int64_t end, const Coefficients& c) {
+  for (int64_t i = begin; i < end; ++i) {
+    const float grad = g[i];
+    const float exp_avg = m[i] * c.beta1 + c.one_minus_beta1 * grad;
+    const float exp_avg_sq = v[i] * c.beta2 + c.one_minus_beta2 * grad * grad;
+    m[i] = exp_avg;
+    v[i] = exp_avg_sq;
+    // In torch's order of operations, so that results agree to the rounding.
+    const float denom = std::sqrt(exp_avg_sq) / c.sqrt_bc2 + c.eps;
+    const float decayed = p[i] * c.decay;
+    p[i] = decayed - c.step_size * (exp_avg / denom);
+  }
+}
+
+// Large tensors are split over two threads: the update is memory-bound, and while it runs the BLAS threads idle.
+constexpr int64_t kParallelThreshold = 1 << 20;
+
+}  // namespace
+
+FusedAdamW::FusedAdamW(std::vector<torch::optim::OptimizerParamGroup> groups, torch::optim::AdamWOptions defaults)
+    : Optimizer(std::move(groups), std::make_unique<torch::optim::AdamWOptions>(defaults)) {
+  const auto [beta1, beta2] = defaults.betas();
+  if (defaults.lr() < 0 || defaults.eps() < 0 || defaults.weight_decay() < 0 || beta1 < 0 || beta1 >= 1 ||
+      beta2 < 0 || beta2 >= 1)
+    fail("AdamW: lr {}, eps {} and weight decay {} must be >= 0 and betas ({}, {}) in [0, 1)", defaults.lr(),
+         defaults.eps(), defaults.weight_decay(), beta1, beta2);
+  if (defaults.amsgrad()) fail("AdamW: amsgrad is not supported");
+}
+
+FusedAdamW::State& FusedAdamW::state_of(const torch::Tensor& parameter) {
+  auto& state = moments_[parameter.unsafeGetTensorImpl()];
+  if (!state.exp_avg.defined()) {
+    state.exp_avg = torch::zeros_like(parameter, torch::MemoryFormat::Preserve);
+    state.exp_avg_sq = torch::zeros_like(parameter, torch::MemoryFormat::Preserve);
+  }
+  return state;
+}
+
+torch::Tensor FusedAdamW::step(LossClosure closure) {
+  torch::NoGradGuard no_grad;
+  torch::Tensor loss;
+  if (closure) {
+    torch::AutoGradMode enable_grad(true);
+    loss = closure();
+  }
+  for (auto& group : param_groups()) {
+    const auto& options = static_cast<const torch::optim::AdamWOptions&>(group.options());
+    const double lr = options.lr();
+    const auto [beta1, beta2] = options.betas();
+    for (auto& parameter : group.params()) {
+      if (!parameter.grad().defined()) continue;
+      const auto& grad = parameter.grad();
+      if (grad.is_sparse()) fail("AdamW does not support sparse gradients");
+      auto& state = state_of(parameter);
+      state.step += 1;
+      const double bias_correction1 = 1 - std::pow(beta1, static_cast<double>(state.step));
+      const double bias_correction2 = 1 - std::pow(beta2, static_cast<double>(state.step));
+      const double step_size = lr / bias_correction1;
+
+      const bool fusable = parameter.device().is_cpu() && parameter.scalar_type() == torch::kFloat &&
+                           grad.scalar_type() == torch::kFloat && parameter.is_contiguous() && grad.is_contiguous() &&
+                           state.exp_avg.is_contiguous() && state.exp_avg_sq.is_contiguous();
+      if (!fusable) {
+        parameter.mul_(1 - lr * options.weight_decay());
+        state.exp_avg.mul_(beta1).add_(grad, 1 - beta1);
+        state.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2);
+        const auto denom = (state.exp_avg_sq.sqrt() / std::sqrt(bias_correction2)).add_(options.eps());
+        parameter.addcdiv_(state.exp_avg, denom, -step_size);
+        continue;
+      }
+      const Coefficients c{static_cast<float>(1 - lr * options.weight_decay()),
+                           static_cast<float>(beta1),
+                           static_cast<float>(1 - beta1),
+                           static_cast<float>(beta2),
+                           static_cast<float>(1 - beta2),
+                           static_cast<float>(step_size),
+                           static_cast<float>(std::sqrt(bias_correction2)),
+                           static_cast<float>(options.eps())};
+      float* p = parameter.data_ptr<float>();
+      const float* g = grad.data_ptr<float>();
+      float* m = state.exp_avg.data_ptr<float>();
+      float* v = state.exp_avg_sq.data_ptr<float>();
+      const int64_t n = parameter.numel();
+      if (n >= kParallelThreshold) {
+        const int64_t half = n / 2;
+        std::thread second([&] { update_range(p, g, m, v, half, n, c); });
+        update_range(p, g, m, v, 0, half, c);
+        second.join();
+      } else {
+        update_range(p, g, m, v, 0, n, c);
+      }
+    }
+  }
+  return loss;
+}
+
+void FusedAdamW::save(torch::serialize::OutputArchive& archive) const {
+  const auto& groups = param_groups();
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const auto& params = groups[g].params();
+    for (size_t i = 0; i < params.size(); ++i) {
+      const auto found = moments_.find(params[i].unsafeGetTensorImpl());
+      if (found == moments_.end()) continue;
+      const std::string key = std::to_string(g) + "." + std::to_string(i);
+      archive.write("step." + key, torch::tensor(found->second.step));
+      archive.write("exp_avg." + key, found->second.exp_avg, /*is_buffer=*/true);
+      archive.write("exp_avg_sq." + key, found->second.exp_avg_sq, /*is_buffer=*/true);
+    }
+  }
+}
+
+void FusedAdamW::load(torch::serialize::InputArchive& archive) {
+  moments_.clear();
+  const auto& groups = param_groups();
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const auto& params = groups[g].params();
+    for (size_t i = 0; i < params.size(); ++i) {
+      const std::string key = std::to_string(g) + "." + std::to_string(i);
+      torch::Tensor step;
+      if (!archive.try_read("step." + key, step)) continue;  // never stepped when saved
+      State state;
+      state.step = step.item<int64_t>();
+      archive.read("exp_avg." + key, state.exp_avg, /*is_buffer=*/true);
+      archive.read("exp_avg_sq." + key, state.exp_avg_sq, /*is_buffer=*/true);
+      if (!state.exp_avg.sizes().equals(params[i].sizes()))
+        fail("optimizer state {} has shape {}, its parameter {}", key, c10::str(state.exp_avg.sizes()),
+             c10::str(params[i].sizes()));
+      state.exp_avg = state.exp_avg.to(params[i].device());
+      state.exp_avg_sq = state.exp_avg_sq.to(params[i].device());
+      moments_[params[i].unsafeGetTensorImpl()] = std::move(state);
+    }
+  }
+}
+
+}  // namespace ts::train

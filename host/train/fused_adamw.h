@@ -1,0 +1,36 @@
+#pragma once
+// AdamW (Loshchilov & Hutter; torch.optim.AdamW's algorithm, amsgrad off) with the update of each float32 CPU tensor
+// done in one pass over its memory, the largest tensors split over two threads.
+//
+// Why: torch's AdamW runs six elementwise kernels per tensor, each a full pass over parameters, gradients or moments,
+// on torch's single intra-op thread (OpenBLAS gets the cores, see runtime/environment.h). For a model whose
+// word embeddings dominate its size, that update costs more than the forward and backward of a short batch. The
+// fused loop computes the same per element:
+//   p ← p (1 − lr λ);  m ← β1 m + (1 − β1) g;  v ← β2 v + (1 − β2) g²
+//   p ← p − lr / (1 − β1^t) · m / (√v / √(1 − β2^t) + ε)
+// Other tensors (CUDA, other dtypes, sparse gradients) take the same formula as tensor operations.
+#include <torch/torch.h>
+
+#include <unordered_map>
+
+namespace ts::train {
+
+class FusedAdamW : public torch::optim::Optimizer {
+ public:
+  FusedAdamW(std::vector<torch::optim::OptimizerParamGroup> groups, torch::optim::AdamWOptions defaults);
+
+  torch::Tensor step(LossClosure closure = nullptr) override;
+  // The moments and step counts, by group and position: load() expects the same parameters in the same order.
+  void save(torch::serialize::OutputArchive& archive) const override;
+  void load(torch::serialize::InputArchive& archive) override;
+
+ private:
+  struct State {
+    int64_t step = 0;
+    torch::Tensor exp_avg, exp_avg_sq;
+  };
+  State& state_of(const torch::Tensor& parameter);
+  std::unordered_map<const void*, State> moments_;
+};
+
+}  // namespace ts::train
