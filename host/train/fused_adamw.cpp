@@ -113,7 +113,11 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
   return loss;
 }
 
+// Marks an archive as this optimiser's, so that a file from another optimiser is refused rather than read as empty.
+constexpr const char* kFormatKey = "twostage.fused_adamw.v1";
+
 void FusedAdamW::save(torch::serialize::OutputArchive& archive) const {
+  archive.write(kFormatKey, torch::tensor(int64_t{1}));
   const auto& groups = param_groups();
   for (size_t g = 0; g < groups.size(); ++g) {
     const auto& params = groups[g].params();
@@ -129,6 +133,9 @@ void FusedAdamW::save(torch::serialize::OutputArchive& archive) const {
 }
 
 void FusedAdamW::load(torch::serialize::InputArchive& archive) {
+  torch::Tensor format;
+  if (!archive.try_read(kFormatKey, format))
+    fail("the optimizer state was not saved by twostage's AdamW (another optimiser or version)");
   moments_.clear();
   const auto& groups = param_groups();
   for (size_t g = 0; g < groups.size(); ++g) {
