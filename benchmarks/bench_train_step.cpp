@@ -18,6 +18,7 @@
 #include <torch/torch.h>
 
 #include "model/bert.h"
+#include "train/fused_adamw.h"
 
 namespace {
 
@@ -173,8 +174,9 @@ int main(int argc, char** argv) {
   torch::manual_seed(0);
   ts::BertForSequenceClassification model(config);
   model->train();  // dropout on, as in fine-tuning
-  torch::optim::AdamW optimizer(model->parameters(),
-                                torch::optim::AdamWOptions(1e-5).betas({0.9, 0.999}).eps(1e-8).weight_decay(0.0));
+  // The AdamW the host trains with (train/fused_adamw.h): one pass per tensor.
+  ts::train::FusedAdamW optimizer({torch::optim::OptimizerParamGroup(model->parameters())},
+                                  torch::optim::AdamWOptions(1e-5).betas({0.9, 0.999}).eps(1e-8).weight_decay(0.0));
   int64_t parameter_count = 0;
   for (const auto& p : model->parameters()) parameter_count += p.numel();
   std::printf("model: %lld layers, hidden %lld, %lld heads, intermediate %lld, vocab %lld, %.1fM parameters; "
