@@ -113,7 +113,7 @@ function train.fit(model, loader, options)
   if options.cache_frozen then
     local start_layer = first_trainable_layer(model)
     if not start_layer or start_layer == 0 then
-      native.log("stage", name .. ": cache_frozen has nothing to cache (the embeddings or layer 0 train)", {}, "warn")
+      native.log("stage", name .. ": cache_frozen: nothing frozen to cache (the embeddings or layer 0 train)", {})
     else
       cached_bytes = loader:cache_trunk(model, start_layer)
       native.log("stage", string.format("%s: cached the frozen trunk below layer %d (%.1f MB)", name, start_layer,
