@@ -26,18 +26,14 @@ void raise(lua_State* L, const std::string& message) {
 
 int convert_exceptions(lua_State* L, int (*body)(lua_State*)) {
   // The message is copied out of the exception and the handler left before the Lua error is raised.
-  const char* failed = nullptr;
   std::string message;
   try {
     return body(L);
   } catch (const c10::Error& error) {
-    message = error.what_without_backtrace();
-    failed = "torch";
+    message = error.what_without_backtrace();  // torch's own backtrace is noise in a recipe's error
   } catch (const std::exception& error) {
     message = error.what();
-    failed = "host";
   }
-  (void)failed;
   luaL_where(L, 1);
   lua_pushlstring(L, message.data(), message.size());
   message.clear();
@@ -118,42 +114,39 @@ std::string check_string(lua_State* L, int index) {
   return std::string(text, length);
 }
 
-std::optional<std::string> opt_string_field(lua_State* L, int table, const char* key) {
+namespace {
+// table[key] read with `read` when present; an absent table or key gives nullopt, another Lua type an error.
+template <typename Read>
+auto opt_field(lua_State* L, int table, const char* key, int lua_type_wanted, const char* expected, Read read)
+    -> std::optional<decltype(read(-1))> {
   if (lua_isnoneornil(L, table)) return std::nullopt;
   lua_getfield(L, table, key);
-  std::optional<std::string> value;
+  std::optional<decltype(read(-1))> value;
   if (!lua_isnil(L, -1)) {
-    if (lua_type(L, -1) != LUA_TSTRING) fail("option '{}' expects a string, got {}", key, luaL_typename(L, -1));
-    size_t length = 0;
-    const char* text = lua_tolstring(L, -1, &length);
-    value = std::string(text, length);
+    if (lua_type(L, -1) != lua_type_wanted)
+      fail("option '{}' expects {}, got {}", key, expected, luaL_typename(L, -1));
+    value = read(-1);
   }
   lua_pop(L, 1);
   return value;
+}
+}  // namespace
+
+std::optional<std::string> opt_string_field(lua_State* L, int table, const char* key) {
+  return opt_field(L, table, key, LUA_TSTRING, "a string", [L](int index) {
+    size_t length = 0;
+    const char* text = lua_tolstring(L, index, &length);
+    return std::string(text, length);
+  });
 }
 
 std::optional<double> opt_number_field(lua_State* L, int table, const char* key) {
-  if (lua_isnoneornil(L, table)) return std::nullopt;
-  lua_getfield(L, table, key);
-  std::optional<double> value;
-  if (!lua_isnil(L, -1)) {
-    if (lua_type(L, -1) != LUA_TNUMBER) fail("option '{}' expects a number, got {}", key, luaL_typename(L, -1));
-    value = lua_tonumber(L, -1);
-  }
-  lua_pop(L, 1);
-  return value;
+  return opt_field(L, table, key, LUA_TNUMBER, "a number", [L](int index) { return lua_tonumber(L, index); });
 }
 
 std::optional<bool> opt_bool_field(lua_State* L, int table, const char* key) {
-  if (lua_isnoneornil(L, table)) return std::nullopt;
-  lua_getfield(L, table, key);
-  std::optional<bool> value;
-  if (!lua_isnil(L, -1)) {
-    if (lua_type(L, -1) != LUA_TBOOLEAN) fail("option '{}' expects a boolean, got {}", key, luaL_typename(L, -1));
-    value = lua_toboolean(L, -1);
-  }
-  lua_pop(L, 1);
-  return value;
+  return opt_field(L, table, key, LUA_TBOOLEAN, "a boolean",
+                   [L](int index) { return static_cast<bool>(lua_toboolean(L, index)); });
 }
 
 std::vector<std::string> check_string_list(lua_State* L, int index) {
