@@ -11,27 +11,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include "lua/executable.h"
+
 namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
 
-struct Result {
-  int status;
-  std::string output;
-};
+using ts::testing::Result;
 
-Result run(const std::string& arguments) {
-  const std::string command = std::string(TWOSTAGE_BINARY_DIR) + "/twostage " + arguments + " 2>&1";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  std::string output;
-  char buffer[4096];
-  size_t read = 0;
-  while ((read = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, read);
-  const int status = ::pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
-}
+Result run(const std::string& arguments) { return ts::testing::run_twostage(arguments); }
 
 fs::path scratch() {
   static const auto folder = [] {

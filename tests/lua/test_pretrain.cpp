@@ -1,0 +1,86 @@
+// recipes/pretrain_mlm.lua at tiny scale: interrupted and resumed, it gives the losses of an uninterrupted run; the
+// model it saves has Hugging Face's BertForMaskedLM layout.
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include <nlohmann/json.hpp>
+
+#include "io/safetensors.h"
+#include "lua/executable.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+fs::path scratch(const std::string& name) {
+  const auto path = fs::temp_directory_path() / ("twostage-pretrain-" + std::to_string(::getpid())) / name;
+  fs::remove_all(path);
+  fs::create_directories(path.parent_path());
+  return path;
+}
+
+// A tiny model over the first rows of TREC, 12 steps, a checkpoint every 4.
+const std::string kTiny =
+    "run recipes/pretrain_mlm.lua --quiet --threads 1 --set corpus=data/trec/train.tsv:text --set layers=1 "
+    "--set hidden=32 --set heads=2 --set intermediate=64 --set max_length=32 --set batch_size=8 --set steps=12 "
+    "--set save_every=4 --set eval_every=6 --set log_every=100 --set heldout_fraction=0.05 --set seed=3 ";
+
+json metrics_of(const fs::path& run) {
+  std::ifstream in(run / "metrics.json");
+  REQUIRE(in.good());
+  return json::parse(in);
+}
+
+}  // namespace
+
+TEST_CASE("pretraining interrupted and resumed gives the same losses as an uninterrupted run") {
+  const auto whole = scratch("whole"), interrupted = scratch("interrupted");
+  auto result = ts::testing::run_twostage(kTiny + "--out " + whole.string());
+  INFO(result.output);
+  REQUIRE(result.status == 0);
+
+  // Stopped after step 7 (the last checkpoint is step 4), then run again with the same folder.
+  result = ts::testing::run_twostage(kTiny + "--set stop_after=7 --out " + interrupted.string());
+  REQUIRE(result.status == 0);
+  CHECK_FALSE(fs::exists(interrupted / "metrics.json"));
+  result = ts::testing::run_twostage(kTiny + "--out " + interrupted.string());
+  INFO(result.output);
+  REQUIRE(result.status == 0);
+  std::ifstream log(interrupted / "log.txt");
+  const std::string log_text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  CHECK_THAT(log_text, Catch::Contains("resuming at step 4"));
+
+  const auto expected = metrics_of(whole), resumed = metrics_of(interrupted);
+  REQUIRE(expected["losses"].size() == 12);
+  CHECK(resumed["losses"] == expected["losses"]);
+  CHECK(resumed["heldout_loss"] == expected["heldout_loss"]);
+  CHECK(resumed["heldout_accuracy"] == expected["heldout_accuracy"]);
+  // It learns something even at this scale: the last losses are below the first.
+  CHECK(expected["losses"].back().get<double>() < expected["losses"].front().get<double>());
+
+  // The saved model is a BertForMaskedLM folder as Hugging Face writes it.
+  const auto model = whole / "model";
+  for (const char* file : {"config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"})
+    CHECK(fs::exists(model / file));
+  std::ifstream config_file(model / "config.json");
+  const auto config = json::parse(config_file);
+  CHECK(config["architectures"] == json::array({"BertForMaskedLM"}));
+  const auto weights = ts::safetensors::File::open((model / "model.safetensors").string());
+  bool has_bert = false, has_head = false, has_other = false;
+  for (const auto& name : weights.names()) {
+    if (name.rfind("bert.", 0) == 0)
+      has_bert = true;
+    else if (name.rfind("cls.predictions.", 0) == 0)
+      has_head = true;
+    else
+      has_other = true;
+  }
+  CHECK(has_bert);
+  CHECK(has_head);
+  CHECK_FALSE(has_other);
+}
