@@ -216,10 +216,7 @@ void open(lua_State* L) {
                                        {"paraphrase_filter", guarded<filter_new>},
                                        {"pandas_sample_positions", guarded<pandas_sample_positions>},
                                        {nullptr, nullptr}};
-  for (const luaL_Reg* entry = functions; entry->name; ++entry) {
-    lua_pushcfunction(L, entry->func);
-    lua_setfield(L, -2, entry->name);
-  }
+  set_functions(L, functions);
 }
 
 }  // namespace

@@ -533,10 +533,7 @@ void open(lua_State* L) {
                                        {"downsample", guarded<downsample>},   {"long_tail", guarded<long_tail>},
                                        {"split", guarded<split>},             {"loader", guarded<loader_new>},
                                        {nullptr, nullptr}};
-  for (const auto* entry = functions; entry->name; ++entry) {
-    lua_pushcfunction(L, entry->func);
-    lua_setfield(L, -2, entry->name);
-  }
+  set_functions(L, functions);
 }
 
 }  // namespace

@@ -253,10 +253,7 @@ void open(lua_State* L) {
                                        {"clock", guarded<monotonic_seconds>},
                                        {"is_terminal", guarded<stderr_is_terminal>},
                                        {nullptr, nullptr}};
-  for (const luaL_Reg* entry = functions; entry->name; ++entry) {
-    lua_pushcfunction(L, entry->func);
-    lua_setfield(L, -2, entry->name);
-  }
+  set_functions(L, functions);
   lua_pushlightuserdata(L, const_cast<char*>(&kJsonNull));
   lua_setfield(L, -2, "null");
 }

@@ -215,10 +215,7 @@ void open(lua_State* L) {
                                        {"mlm_corpus", guarded<corpus_new>},
                                        {"masker", guarded<masker_new>},
                                        {nullptr, nullptr}};
-  for (const auto* entry = functions; entry->name; ++entry) {
-    lua_pushcfunction(L, entry->func);
-    lua_setfield(L, -2, entry->name);
-  }
+  set_functions(L, functions);
 }
 
 }  // namespace

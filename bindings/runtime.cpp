@@ -86,23 +86,23 @@ void remember(lua_State* L, const void* key) {
   lua_pop(L, 1);
 }
 
+void set_functions(lua_State* L, const luaL_Reg* functions) {
+  for (const luaL_Reg* entry = functions; entry->name; ++entry) {
+    lua_pushcfunction(L, entry->func);
+    lua_setfield(L, -2, entry->name);
+  }
+}
+
 void define_type(lua_State* L, const char* type_name, const luaL_Reg* methods, const luaL_Reg* metamethods) {
   luaL_newmetatable(L, type_name);
   lua_pushstring(L, type_name);
   lua_setfield(L, -2, "__name");
   if (methods) {
     lua_newtable(L);
-    for (const luaL_Reg* entry = methods; entry->name; ++entry) {
-      lua_pushcfunction(L, entry->func);
-      lua_setfield(L, -2, entry->name);
-    }
+    set_functions(L, methods);
     lua_setfield(L, -2, "__index");
   }
-  if (metamethods)
-    for (const luaL_Reg* entry = metamethods; entry->name; ++entry) {
-      lua_pushcfunction(L, entry->func);
-      lua_setfield(L, -2, entry->name);
-    }
+  if (metamethods) set_functions(L, metamethods);
   lua_pop(L, 1);
 }
 

@@ -75,6 +75,9 @@ T* test(lua_State* L, int index, const char* type_name) {
 bool push_existing(lua_State* L, const void* key);
 void remember(lua_State* L, const void* key);
 
+// Sets each function of `functions` (ending with {nullptr, nullptr}) as a field of the table on top of the stack.
+void set_functions(lua_State* L, const luaL_Reg* functions);
+
 // Creates (or fetches) the metatable `type_name`, sets __index to a table of `methods` and adds `metamethods`.
 // All functions are wrapped with convert_exceptions by the caller (use guarded<>).
 void define_type(lua_State* L, const char* type_name, const luaL_Reg* methods, const luaL_Reg* metamethods);

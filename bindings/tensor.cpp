@@ -542,10 +542,7 @@ void open(lua_State* L) {
   define_type(L, kTensorType, nullptr, metamethods);
   luaL_getmetatable(L, kTensorType);
   lua_newtable(L);
-  for (const luaL_Reg* entry = methods; entry->name; ++entry) {
-    lua_pushcfunction(L, entry->func);
-    lua_setfield(L, -2, entry->name);
-  }
+  set_functions(L, methods);
   lua_setfield(L, -2, "methods");
   lua_pop(L, 1);
 
@@ -555,10 +552,7 @@ void open(lua_State* L) {
       {"rand", guarded<make_filled<rand_of>>},   {"arange", guarded<tensor_arange>},
       {"cat", guarded<tensor_cat>},              {"manual_seed", guarded<manual_seed>},
       {"is_tensor", guarded<is_tensor>},         {nullptr, nullptr}};
-  for (const luaL_Reg* entry = functions; entry->name; ++entry) {
-    lua_pushcfunction(L, entry->func);
-    lua_setfield(L, -2, entry->name);
-  }
+  set_functions(L, functions);
 }
 
 }  // namespace

@@ -346,10 +346,7 @@ void open(lua_State* L) {
                                        {"optimizer", guarded<optimizer_new>}, {"schedule", guarded<schedule_new>},
                                        {"metrics", guarded<metrics>},         {"mean_std", guarded<mean_std>},
                                        {"no_grad", guarded<no_grad>},         {nullptr, nullptr}};
-  for (const auto* entry = functions; entry->name; ++entry) {
-    lua_pushcfunction(L, entry->func);
-    lua_setfield(L, -2, entry->name);
-  }
+  set_functions(L, functions);
 }
 
 }  // namespace
