@@ -22,6 +22,18 @@ torch::nn::Module& check_module(lua_State* L, int index) {
   fail("argument {}: expected a model (classifier or masked LM), got {}", index, luaL_typename(L, index));
 }
 
+int module_train(lua_State* L) {
+  check_module(L, 1).train(lua_isnoneornil(L, 2) ? true : lua_toboolean(L, 2));
+  lua_settop(L, 1);
+  return 1;
+}
+
+int module_eval(lua_State* L) {
+  check_module(L, 1).eval();
+  lua_settop(L, 1);
+  return 1;
+}
+
 namespace {
 
 Classifier& self(lua_State* L) { return check<Classifier>(L, 1, kClassifierType); }
@@ -100,18 +112,6 @@ int method_forward(lua_State* L) {
                                       on_device(batch_field(L, 2, "attention_mask", false)),
                                       on_device(batch_field(L, 2, "token_type_ids", false)));
   push_tensor(L, outputs.logits);
-  return 1;
-}
-
-int method_train(lua_State* L) {
-  self(L).module->train(lua_isnoneornil(L, 2) ? true : lua_toboolean(L, 2));
-  lua_settop(L, 1);
-  return 1;
-}
-
-int method_eval(lua_State* L) {
-  self(L).module->eval();
-  lua_settop(L, 1);
   return 1;
 }
 
@@ -226,8 +226,8 @@ int method_to(lua_State* L) {
 
 void open(lua_State* L) {
   static const luaL_Reg methods[] = {{"forward", guarded<method_forward>},
-                                     {"train", guarded<method_train>},
-                                     {"eval", guarded<method_eval>},
+                                     {"train", guarded<module_train>},
+                                     {"eval", guarded<module_eval>},
                                      {"parameters", guarded<method_parameters>},
                                      {"set_trainable", guarded<method_set_trainable>},
                                      {"trainable_count", guarded<method_trainable_count>},

@@ -27,4 +27,8 @@ BertForMaskedLM& check_masked_lm(lua_State* L, int index);
 // Either kind of model, as the torch module optimisers and savers work on.
 torch::nn::Module& check_module(lua_State* L, int index);
 
+// model:train([on = true]) and model:eval() for either kind of model; both return the model.
+int module_train(lua_State* L);
+int module_eval(lua_State* L);
+
 }  // namespace ts::lua

@@ -37,18 +37,6 @@ int masked_lm_new(lua_State* L) {
   return 1;
 }
 
-int method_train(lua_State* L) {
-  self(L).module->train(lua_isnoneornil(L, 2) ? true : lua_toboolean(L, 2));
-  lua_settop(L, 1);
-  return 1;
-}
-
-int method_eval(lua_State* L) {
-  self(L).module->eval();
-  lua_settop(L, 1);
-  return 1;
-}
-
 int method_num_parameters(lua_State* L) {
   int64_t count = 0;
   for (const auto& parameter : self(L).module->parameters()) count += parameter.numel();
@@ -193,8 +181,8 @@ int masker_range(lua_State* L) {
 }
 
 void open(lua_State* L) {
-  static const luaL_Reg model_methods[] = {{"train", guarded<method_train>},
-                                           {"eval", guarded<method_eval>},
+  static const luaL_Reg model_methods[] = {{"train", guarded<module_train>},
+                                           {"eval", guarded<module_eval>},
                                            {"num_parameters", guarded<method_num_parameters>},
                                            {"config", guarded<method_config>},
                                            {"save", guarded<method_save>},
