@@ -17,6 +17,7 @@
 
 #include <torch/torch.h>
 
+#include "core/parallel.h"
 #include "model/bert.h"
 #include "train/fused_adamw.h"
 
@@ -164,8 +165,10 @@ int main(int argc, char** argv) {
   const Options options = parse(argc, argv);
   at::set_num_threads(options.intra_op_threads);
   const bool blas_set = set_blas_threads(options.blas_threads);
-  std::printf("threads: intra-op %d, OpenBLAS %s\n", options.intra_op_threads,
-              blas_set ? std::to_string(options.blas_threads).c_str() : "(not found; BLAS default)");
+  std::printf("threads: intra-op %d, OpenBLAS %s, twostage's own loops (dropout, AdamW) %d\n",
+              options.intra_op_threads,
+              blas_set ? std::to_string(options.blas_threads).c_str() : "(not found; BLAS default)",
+              ts::worker_threads());
 
   ts::BertConfig config;  // bert-base-uncased shapes
   config.num_hidden_layers = options.layers;

@@ -167,8 +167,8 @@ int optimizer_new(lua_State* L) {
     if (!item.value().requires_grad()) continue;
     const bool exempt = std::any_of(no_decay.begin(), no_decay.end(), [&](const std::string& pattern) {
       return train::name_matches(item.key(), pattern) ||
-             item.key().size() >= pattern.size() &&
-                 item.key().compare(item.key().size() - pattern.size(), pattern.size(), pattern) == 0;
+             (item.key().size() >= pattern.size() &&
+              item.key().compare(item.key().size() - pattern.size(), pattern.size(), pattern) == 0);
     });
     (exempt ? not_decayed : decayed).push_back(item.value());
     optimizer.parameters.push_back(item.value());

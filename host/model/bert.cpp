@@ -62,7 +62,7 @@ BertEmbeddingsImpl::BertEmbeddingsImpl(const BertConfig& config) {
       register_module("token_type_embeddings", nn::Embedding(config.type_vocab_size, config.hidden_size));
   LayerNorm = register_module(
       "LayerNorm", nn::LayerNorm(nn::LayerNormOptions({config.hidden_size}).eps(config.layer_norm_eps)));
-  dropout = register_module("dropout", nn::Dropout(config.hidden_dropout_prob));
+  dropout = register_module("dropout", Dropout(config.hidden_dropout_prob));
 }
 
 torch::Tensor BertEmbeddingsImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& token_type_ids) {
@@ -95,7 +95,7 @@ BertSelfAttentionImpl::BertSelfAttentionImpl(const BertConfig& config)
   query = register_module("query", nn::Linear(config.hidden_size, all_heads));
   key = register_module("key", nn::Linear(config.hidden_size, all_heads));
   value = register_module("value", nn::Linear(config.hidden_size, all_heads));
-  dropout = register_module("dropout", nn::Dropout(config.attention_probs_dropout_prob));
+  dropout = register_module("dropout", Dropout(config.attention_probs_dropout_prob));
 }
 
 torch::Tensor BertSelfAttentionImpl::forward(const torch::Tensor& hidden_states, const torch::Tensor& extended_mask) {
@@ -122,7 +122,7 @@ BertResidualOutputImpl::BertResidualOutputImpl(int64_t in_features, const BertCo
   dense = register_module("dense", nn::Linear(in_features, config.hidden_size));
   LayerNorm = register_module(
       "LayerNorm", nn::LayerNorm(nn::LayerNormOptions({config.hidden_size}).eps(config.layer_norm_eps)));
-  dropout = register_module("dropout", nn::Dropout(config.hidden_dropout_prob));
+  dropout = register_module("dropout", Dropout(config.hidden_dropout_prob));
 }
 
 torch::Tensor BertResidualOutputImpl::forward(const torch::Tensor& hidden_states, const torch::Tensor& residual) {
@@ -230,7 +230,7 @@ BertForSequenceClassificationImpl::BertForSequenceClassificationImpl(const BertC
     : config(config_in) {
   config.validate();
   bert = register_module("bert", BertModel(config, /*add_pooling_layer=*/true));
-  dropout = register_module("dropout", nn::Dropout(config.effective_classifier_dropout()));
+  dropout = register_module("dropout", Dropout(config.effective_classifier_dropout()));
   if (config.head.type == "mlp") {
     classifier_mlp = register_module(
         "classifier", nn::Sequential(nn::Linear(config.hidden_size, config.head.hidden_size), nn::ReLU(),

@@ -18,6 +18,7 @@
 #include <torch/torch.h>
 
 #include "model/bert_config.h"
+#include "model/dropout.h"
 
 namespace ts {
 
@@ -35,7 +36,7 @@ struct BertEmbeddingsImpl : torch::nn::Module {
 
   torch::nn::Embedding word_embeddings{nullptr}, position_embeddings{nullptr}, token_type_embeddings{nullptr};
   torch::nn::LayerNorm LayerNorm{nullptr};
-  torch::nn::Dropout dropout{nullptr};
+  Dropout dropout{nullptr};
 };
 TORCH_MODULE(BertEmbeddings);
 
@@ -46,7 +47,7 @@ struct BertSelfAttentionImpl : torch::nn::Module {
 
   int64_t num_heads, head_size;
   torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr};
-  torch::nn::Dropout dropout{nullptr};
+  Dropout dropout{nullptr};
 };
 TORCH_MODULE(BertSelfAttention);
 
@@ -57,7 +58,7 @@ struct BertResidualOutputImpl : torch::nn::Module {
 
   torch::nn::Linear dense{nullptr};
   torch::nn::LayerNorm LayerNorm{nullptr};
-  torch::nn::Dropout dropout{nullptr};
+  Dropout dropout{nullptr};
 };
 TORCH_MODULE(BertResidualOutput);
 
@@ -157,7 +158,7 @@ struct BertForSequenceClassificationImpl : torch::nn::Module {
 
   BertConfig config;
   BertModel bert{nullptr};
-  torch::nn::Dropout dropout{nullptr};
+  Dropout dropout{nullptr};
   // Exactly one of these is set, registered as "classifier": Linear(H, C) for head "linear" (classifier.weight,
   // classifier.bias); Sequential(Linear(H, h), ReLU, Linear(h, C)) for head "mlp" (classifier.0.*, classifier.2.*).
   torch::nn::Linear classifier_linear{nullptr};

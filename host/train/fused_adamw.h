@@ -1,6 +1,6 @@
 #pragma once
 // AdamW (Loshchilov & Hutter; torch.optim.AdamW's algorithm, amsgrad off) with the update of each float32 CPU tensor
-// done in one pass over its memory, the largest tensors split over two threads.
+// done in one pass over its memory, the largest tensors split over the run's cores.
 //
 // Why: torch's AdamW runs six elementwise kernels per tensor, each a full pass over parameters, gradients or moments,
 // on torch's single intra-op thread (OpenBLAS gets the cores, see runtime/environment.h). For a model whose

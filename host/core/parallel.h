@@ -1,0 +1,18 @@
+#pragma once
+// Loops split over the cores a run was given. Torch gets one intra-op thread beside OpenBLAS's pool
+// (runtime/environment.h), so an elementwise loop of ours would otherwise run on one core while the other idles.
+#include <cstdint>
+#include <functional>
+
+namespace ts {
+
+// How many threads parallel_ranges may use: the machine's cores until runtime::set_threads sets it from --threads.
+void set_worker_threads(int threads);
+int worker_threads();
+
+// Calls body(begin, end) on contiguous pieces of [0, n), at most worker_threads() of them at once, the calling
+// thread running the first. Pieces are at least `grain` long, so that short loops stay on the calling thread.
+// `body` must not throw.
+void parallel_ranges(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body);
+
+}  // namespace ts
