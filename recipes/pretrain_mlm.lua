@@ -29,6 +29,8 @@ local settings = ts.settings {
   fp16 = { true, "save the final model's weights in float16" },
   stop_after = { 0, "stop after this step as an interruption would, without the final save (tests)" },
   seed = { 42, "seed of initialisation, block order, masks and dropout" },
+  heldout_seed = { 42, "seed of the held-out split and its masks; keep it when continuing with another seed, "
+                        .. "so that no held-out block is trained on and held-out figures stay comparable" },
   device = { "cpu", "cpu or cuda" },
 }
 
@@ -43,7 +45,7 @@ for _, entry in ipairs(settings.corpus) do
   datasets[#datasets + 1] = ts.read_table(path, { text = column, label = false, empty_text = "drop" })
 end
 local corpus = ts.mlm_corpus(tokenizer, datasets, { max_length = settings.max_length, threads = 2 })
-local heldout = corpus:split(settings.heldout_fraction, settings.seed)
+local heldout = corpus:split(settings.heldout_fraction, settings.heldout_seed)
 ts.log("corpus", string.format("%d blocks, %d tokens for training; %d blocks held out", #corpus, corpus:tokens(),
   #heldout), { blocks = #corpus, tokens = corpus:tokens(), heldout_blocks = #heldout })
 local masker = ts.masker(tokenizer, { probability = settings.mask_probability, whole_word = settings.whole_word })
@@ -79,7 +81,7 @@ local function evaluate()
   local loss_sum, correct, count = 0, 0, 0
   ts.no_grad(function()
     for first = 0, #heldout - 1, settings.batch_size do
-      local batch = masker:range(heldout, first, settings.batch_size, settings.seed)
+      local batch = masker:range(heldout, first, settings.batch_size, settings.heldout_seed)
       local loss, batch_correct, batch_count = model:loss(batch)
       loss_sum = loss_sum + loss:item() * batch_count
       correct, count = correct + batch_correct, count + batch_count
