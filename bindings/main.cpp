@@ -115,6 +115,7 @@ int run_command(const std::vector<std::string>& args, const std::string& command
 }  // namespace
 
 int main(int argc, char** argv) {
+  ts::runtime::prefer_passive_openmp(argv);
   std::vector<std::string> args(argv + 1, argv + argc);
   std::string command_line;
   for (int i = 0; i < argc; ++i) command_line += (i ? " " : "") + std::string(argv[i]);

@@ -2,8 +2,10 @@
 
 #include <dlfcn.h>
 #include <link.h>
+#include <strings.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -12,6 +14,7 @@
 #include <twostage/build_info.h>
 
 #include "core/error.h"
+#include "core/parallel.h"
 
 namespace ts::runtime {
 namespace {
@@ -63,21 +66,40 @@ std::string blas_description() {
 
 bool blas_is_reference() { return blas_description().rfind("reference BLAS", 0) == 0; }
 
+void prefer_passive_openmp(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY")) return;
+  if (::setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
+  ::execv("/proc/self/exe", argv);
+  ::unsetenv("OMP_WAIT_POLICY");  // the exec failed: this process's libgomp still spins
+}
+
+bool openmp_is_passive() {
+  const char* policy = std::getenv("OMP_WAIT_POLICY");
+  return policy && ::strcasecmp(policy, "passive") == 0;
+}
+
 ThreadPlan set_threads(int threads) {
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   ThreadPlan plan;
   auto openblas_set = find_symbol<openblas_set_threads_fn>("openblas_set_num_threads");
-  if (openblas_set) {
+  if (openblas_set && openmp_is_passive()) {
+    plan.torch_intra_op = threads;
+    plan.blas = threads;
+    openblas_set(threads);
+    plan.reason = "OpenBLAS and torch each get every core: idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE)";
+  } else if (openblas_set) {
     plan.torch_intra_op = 1;
     plan.blas = threads;
     openblas_set(threads);
-    plan.reason = "OpenBLAS has its own thread pool: matrix products use it, torch's own kernels one thread";
+    plan.reason = "OpenBLAS has its own thread pool: matrix products use it, torch's own kernels one thread "
+                  "(idle OpenMP threads would spin: OMP_WAIT_POLICY is not PASSIVE)";
   } else {
     plan.torch_intra_op = threads;
     plan.blas = 0;
     plan.reason = "the BLAS follows torch's thread pool";
   }
   at::set_num_threads(plan.torch_intra_op);
+  set_worker_threads(threads);
   return plan;
 }
 

@@ -15,10 +15,17 @@ struct ThreadPlan {
 std::string blas_description();
 bool blas_is_reference();
 
+// libgomp (torch's OpenMP) reads OMP_WAIT_POLICY once, when it is loaded, before main. Unset, its idle threads
+// spin and take the cores from OpenBLAS's threads; PASSIVE, they sleep, and torch and OpenBLAS can both have every
+// core. When the variable is unset this re-executes the program once with OMP_WAIT_POLICY=PASSIVE (the same
+// arguments, /proc/self/exe); it returns, changing nothing, when the variable is set or the exec fails.
+void prefer_passive_openmp(char** argv);
+bool openmp_is_passive();
+
 // Chooses and applies the thread split for `threads` cores (0: all of them). With a BLAS that has its own pool
-// (OpenBLAS), torch gets one intra-op thread and the BLAS gets `threads`: measured on Debian's LibTorch 1.13 on 2
-// cores, that was 1.5 to 2 times faster than both pools at 2, which oversubscribes the cores. Otherwise (MKL,
-// which follows torch) torch gets `threads`.
+// (OpenBLAS), the BLAS gets `threads`, and so does torch when OpenMP threads sleep when idle (above); otherwise
+// torch gets one intra-op thread: on Debian's LibTorch 1.13 on 2 cores, both pools at 2 with spinning OpenMP
+// threads was 1.5 to 2 times slower. With a BLAS that follows torch (MKL) torch gets `threads`.
 ThreadPlan set_threads(int threads);
 
 std::string torch_version();
