@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -120,4 +121,34 @@ TEST_CASE("logging: --log-json writes the run's events as JSON lines") {
   CHECK(events.count("threads") == 1);
   CHECK(events.count("settings") == 1);
   CHECK(events.count("run") == 1);
+}
+
+TEST_CASE("the shipped sweep files plan their grids") {
+  const std::pair<std::string, int> sweeps[] = {{"recipes/sweep_paper.lua", 7 * 3 * 5},
+                                                 {"recipes/sweep_multiclass.lua", 3 * 3 * 3},
+                                                 {"recipes/sweep_init.lua", 2 * 2 * 3}};
+  for (const auto& [file, jobs] : sweeps) {
+    const auto out = temporary("plan_" + std::filesystem::path(file).stem().string());
+    const auto result = run("sweep " + file + " --dry-run --out " + out.string());
+    INFO(result.output);
+    CHECK(result.status == 0);
+    CHECK_THAT(result.output, Catch::StartsWith(std::to_string(jobs) + " jobs in "));
+    CHECK_FALSE(std::filesystem::exists(out));  // a dry run writes nothing
+  }
+}
+
+TEST_CASE("threads: twostage restarts itself with passive OpenMP threads, then torch and OpenBLAS share the cores") {
+  if (run("--version").output.find("OpenBLAS") == std::string::npos) return;  // the split is OpenBLAS's
+  const char* saved = std::getenv("OMP_WAIT_POLICY");
+  const std::string saved_value = saved ? saved : "";
+  ::unsetenv("OMP_WAIT_POLICY");
+  const auto passive = run("run recipes/hello_tensors.lua --threads 2 --out " + temporary("threads_passive").string());
+  ::setenv("OMP_WAIT_POLICY", "active", 1);
+  const auto active = run("run recipes/hello_tensors.lua --threads 2 --out " + temporary("threads_active").string());
+  if (saved) ::setenv("OMP_WAIT_POLICY", saved_value.c_str(), 1);
+  else ::unsetenv("OMP_WAIT_POLICY");
+  CHECK(passive.status == 0);
+  CHECK_THAT(passive.output, Catch::Contains("threads: torch 2, BLAS 2"));
+  CHECK(active.status == 0);  // a policy the user set is kept, and torch then keeps to one thread
+  CHECK_THAT(active.output, Catch::Contains("threads: torch 1, BLAS 2"));
 }
