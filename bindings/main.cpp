@@ -115,7 +115,6 @@ int run_command(const std::vector<std::string>& args, const std::string& command
 }  // namespace
 
 int main(int argc, char** argv) {
-  ts::runtime::prefer_passive_openmp(argv);
   std::vector<std::string> args(argv + 1, argv + argc);
   std::string command_line;
   for (int i = 0; i < argc; ++i) command_line += (i ? " " : "") + std::string(argv[i]);
@@ -124,6 +123,8 @@ int main(int argc, char** argv) {
     return args.empty() ? 2 : 0;
   }
   const std::string command = args[0];
+  // Only the commands that run torch kernels pay for the restart (a sweep's jobs inherit the policy).
+  if (command == "run" || command == "predict" || command == "sweep") ts::runtime::prefer_passive_openmp(argv);
   const std::vector<std::string> rest(args.begin() + 1, args.end());
   try {
     if (command == "--version" || command == "version") {

@@ -1,6 +1,7 @@
 #pragma once
-// Loops split over the cores a run was given. Torch gets one intra-op thread beside OpenBLAS's pool
-// (runtime/environment.h), so an elementwise loop of ours would otherwise run on one core while the other idles.
+// Loops of ours (dropout masks, the AdamW update) split over the cores a run was given. Not at::parallel_for: torch
+// keeps to one intra-op thread when OpenMP threads would spin (runtime/environment.h), and these loops should use
+// the cores either way.
 #include <cstdint>
 #include <functional>
 

@@ -41,6 +41,10 @@ void apply_mask(float* out, const float* x, const uint8_t* keep, int64_t begin, 
 
 constexpr int64_t kGrain = 1 << 16;
 
+void check_probability(double p) {
+  if (!(p >= 0 && p <= 1)) fail("dropout probability {} is not in [0, 1]", p);
+}
+
 uint64_t draw_seed() {
   auto generator = at::detail::getDefaultCPUGenerator();
   std::lock_guard<std::mutex> lock(generator.mutex());
@@ -86,16 +90,14 @@ struct DropoutFunction : torch::autograd::Function<DropoutFunction> {
 }  // namespace
 
 torch::Tensor dropout(const torch::Tensor& input, double p, bool training) {
-  if (!(p >= 0 && p <= 1)) fail("dropout probability {} is not in [0, 1]", p);
+  check_probability(p);
   if (!training || p == 0 || input.numel() == 0) return input;
   if (p == 1) return input * 0;  // torch's answer, which keeps the graph
   if (!input.device().is_cpu() || input.scalar_type() != torch::kFloat) return torch::dropout(input, p, training);
   return DropoutFunction::apply(input, p);
 }
 
-DropoutImpl::DropoutImpl(double p_in) : p(p_in) {
-  if (!(p >= 0 && p <= 1)) fail("dropout probability {} is not in [0, 1]", p);
-}
+DropoutImpl::DropoutImpl(double p_in) : p(p_in) { check_probability(p); }
 
 torch::Tensor DropoutImpl::forward(const torch::Tensor& input) { return ts::dropout(input, p, is_training()); }
 

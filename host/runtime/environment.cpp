@@ -82,17 +82,15 @@ ThreadPlan set_threads(int threads) {
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   ThreadPlan plan;
   auto openblas_set = find_symbol<openblas_set_threads_fn>("openblas_set_num_threads");
-  if (openblas_set && openmp_is_passive()) {
-    plan.torch_intra_op = threads;
+  if (openblas_set) {
+    const bool passive = openmp_is_passive();
+    plan.torch_intra_op = passive ? threads : 1;
     plan.blas = threads;
     openblas_set(threads);
-    plan.reason = "OpenBLAS and torch each get every core: idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE)";
-  } else if (openblas_set) {
-    plan.torch_intra_op = 1;
-    plan.blas = threads;
-    openblas_set(threads);
-    plan.reason = "OpenBLAS has its own thread pool: matrix products use it, torch's own kernels one thread "
-                  "(idle OpenMP threads would spin: OMP_WAIT_POLICY is not PASSIVE)";
+    plan.reason = passive
+                      ? "OpenBLAS and torch each get every core: idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE)"
+                      : "OpenBLAS has its own thread pool: matrix products use it, torch's own kernels one thread "
+                        "(idle OpenMP threads would spin: OMP_WAIT_POLICY is not PASSIVE)";
   } else {
     plan.torch_intra_op = threads;
     plan.blas = 0;
