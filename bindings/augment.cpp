@@ -57,14 +57,6 @@ int count_argument(lua_State* L, int index) {
   return static_cast<int>(n);
 }
 
-void push_strings(lua_State* L, const std::vector<std::string>& items) {
-  lua_createtable(L, static_cast<int>(items.size()), 0);
-  for (size_t i = 0; i < items.size(); ++i) {
-    lua_pushlstring(L, items[i].data(), items[i].size());
-    lua_rawseti(L, -2, static_cast<int>(i + 1));
-  }
-}
-
 // ---- EDA ----------------------------------------------------------------------------------------------------------
 
 struct EdaAugmenter {
@@ -191,11 +183,7 @@ int pandas_sample_positions(lua_State* L) {
     fail("pandas_sample_positions: seed {} is not a 32-bit whole number", seed);
   const auto positions = data::pandas_sample_positions(static_cast<int64_t>(n), static_cast<int64_t>(k),
                                                        static_cast<uint32_t>(seed));
-  lua_createtable(L, static_cast<int>(positions.size()), 0);
-  for (size_t i = 0; i < positions.size(); ++i) {
-    lua_pushnumber(L, static_cast<lua_Number>(positions[i] + 1));
-    lua_rawseti(L, -2, static_cast<int>(i + 1));
-  }
+  push_integers(L, positions, 1);
   return 1;
 }
 

@@ -43,22 +43,6 @@ std::vector<int64_t> check_integer_list(lua_State* L, int index, const char* wha
   return items;
 }
 
-void push_integers(lua_State* L, const std::vector<int64_t>& values, int64_t offset = 0) {
-  lua_createtable(L, static_cast<int>(values.size()), 0);
-  for (size_t i = 0; i < values.size(); ++i) {
-    lua_pushnumber(L, static_cast<lua_Number>(values[i] + offset));
-    lua_rawseti(L, -2, static_cast<int>(i + 1));
-  }
-}
-
-void push_strings(lua_State* L, const std::vector<std::string>& values) {
-  lua_createtable(L, static_cast<int>(values.size()), 0);
-  for (size_t i = 0; i < values.size(); ++i) {
-    lua_pushlstring(L, values[i].data(), values[i].size());
-    lua_rawseti(L, -2, static_cast<int>(i + 1));
-  }
-}
-
 // Lua rows (1-based) -> dataset indices (0-based), checked against the dataset's size.
 std::vector<int64_t> rows_to_indices(lua_State* L, int index, const Dataset& data) {
   auto rows = check_integer_list(L, index, "rows");

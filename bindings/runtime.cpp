@@ -149,6 +149,14 @@ std::optional<bool> opt_bool_field(lua_State* L, int table, const char* key) {
                    [L](int index) { return static_cast<bool>(lua_toboolean(L, index)); });
 }
 
+void push_strings(lua_State* L, const std::vector<std::string>& values) {
+  lua_createtable(L, static_cast<int>(values.size()), 0);
+  for (size_t i = 0; i < values.size(); ++i) {
+    lua_pushlstring(L, values[i].data(), values[i].size());
+    lua_rawseti(L, -2, static_cast<int>(i + 1));
+  }
+}
+
 std::vector<std::string> check_string_list(lua_State* L, int index) {
   luaL_checktype(L, index, LUA_TTABLE);
   std::vector<std::string> items;

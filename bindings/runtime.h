@@ -89,6 +89,17 @@ std::optional<double> opt_number_field(lua_State* L, int table, const char* key)
 std::optional<bool> opt_bool_field(lua_State* L, int table, const char* key);
 std::vector<std::string> check_string_list(lua_State* L, int index);
 
+// Pushes a Lua array of the values; `offset` turns 0-based positions into Lua's 1-based ones.
+template <typename Integer>
+void push_integers(lua_State* L, const std::vector<Integer>& values, int64_t offset = 0) {
+  lua_createtable(L, static_cast<int>(values.size()), 0);
+  for (size_t i = 0; i < values.size(); ++i) {
+    lua_pushnumber(L, static_cast<lua_Number>(static_cast<int64_t>(values[i]) + offset));
+    lua_rawseti(L, -2, static_cast<int>(i + 1));
+  }
+}
+void push_strings(lua_State* L, const std::vector<std::string>& values);
+
 // ---- registration -----------------------------------------------------------------------------------------------
 // Each binding file registers a function that adds its entries to the `twostage.native` module table (on top of the
 // stack when called). Registration happens in static initialisers, so bindings/ is an object library.

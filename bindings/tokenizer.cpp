@@ -12,26 +12,13 @@ using text::Tokenizer;
 
 Tokenizer& self(lua_State* L) { return check<Tokenizer>(L, 1, kTokenizerType); }
 
-void push_ids(lua_State* L, const std::vector<int32_t>& ids) {
-  lua_createtable(L, static_cast<int>(ids.size()), 0);
-  for (size_t i = 0; i < ids.size(); ++i) {
-    lua_pushnumber(L, ids[i]);
-    lua_rawseti(L, -2, static_cast<int>(i + 1));
-  }
-}
-
 int tokenizer_new(lua_State* L) {
   push_new<Tokenizer>(L, kTokenizerType, Tokenizer::from_path(check_string(L, 1)));
   return 1;
 }
 
 int method_tokenize(lua_State* L) {
-  const auto tokens = self(L).tokenize(check_string(L, 2));
-  lua_createtable(L, static_cast<int>(tokens.size()), 0);
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    lua_pushlstring(L, tokens[i].data(), tokens[i].size());
-    lua_rawseti(L, -2, static_cast<int>(i + 1));
-  }
+  push_strings(L, self(L).tokenize(check_string(L, 2)));
   return 1;
 }
 
@@ -42,8 +29,8 @@ int method_encode(lua_State* L) {
   if (lua_type(L, 3) == LUA_TSTRING) pair = lua_tostring(L, 3);
   const int max_length = static_cast<int>(luaL_optnumber(L, lua_type(L, 3) == LUA_TNUMBER ? 3 : 4, 0));
   const auto encoding = pair ? self(L).encode(text, std::string_view(*pair), max_length) : self(L).encode(text, {}, max_length);
-  push_ids(L, encoding.ids);
-  push_ids(L, encoding.type_ids);
+  push_integers(L, encoding.ids);
+  push_integers(L, encoding.type_ids);
   return 2;
 }
 
