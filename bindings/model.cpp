@@ -91,7 +91,15 @@ at::Tensor batch_field(lua_State* L, int batch, const char* name, bool required)
   return tensor;
 }
 
-// forward(batch) -> logits [B, C]; batch = {input_ids, attention_mask, token_type_ids}, moved to the model's device.
+int push_outputs(lua_State* L, const SequenceClassifierOutputs& outputs) {
+  push_tensor(L, outputs.logits);
+  push_tensor(L, outputs.pooled);
+  push_tensor(L, outputs.last_hidden_state);
+  return 3;
+}
+
+// forward(batch) -> logits [B, C], pooled [B, H], last_hidden_state [B, T, H]; batch = {input_ids, attention_mask,
+// token_type_ids}, moved to the model's device.
 // A batch from a loader with a cached trunk carries {hidden_states, start_layer, attention_mask} instead, and only
 // the layers from start_layer up run.
 int method_forward(lua_State* L) {
@@ -103,16 +111,12 @@ int method_forward(lua_State* L) {
   if (hidden_states.defined()) {
     const auto start_layer = opt_number_field(L, 2, "start_layer");
     if (!start_layer) fail("a batch with hidden_states needs start_layer");
-    push_tensor(L, model->forward_from(static_cast<int64_t>(*start_layer), on_device(hidden_states),
-                                       on_device(batch_field(L, 2, "attention_mask", false)))
-                       .logits);
-    return 1;
+    return push_outputs(L, model->forward_from(static_cast<int64_t>(*start_layer), on_device(hidden_states),
+                                               on_device(batch_field(L, 2, "attention_mask", false))));
   }
-  const auto outputs = model->forward(on_device(batch_field(L, 2, "input_ids", true)),
-                                      on_device(batch_field(L, 2, "attention_mask", false)),
-                                      on_device(batch_field(L, 2, "token_type_ids", false)));
-  push_tensor(L, outputs.logits);
-  return 1;
+  return push_outputs(L, model->forward(on_device(batch_field(L, 2, "input_ids", true)),
+                                        on_device(batch_field(L, 2, "attention_mask", false)),
+                                        on_device(batch_field(L, 2, "token_type_ids", false))));
 }
 
 // parameters([patterns]) -> names (all, or those matching any pattern)

@@ -1,11 +1,12 @@
-// Models in Lua: the golden Hugging Face classifier gives transformers' logits through the binding too.
+// Models in Lua: the golden Hugging Face classifier gives transformers' logits, pooled output and [CLS] hidden state
+// through the binding too.
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 
 #include "runtime.h"
 
-TEST_CASE("a classifier loaded in Lua reproduces transformers' logits and saves a loadable folder") {
+TEST_CASE("a classifier loaded in Lua reproduces transformers' logits, pooled output and [CLS] state, and saves a loadable folder") {
   ts::lua::RunOptions options;
   options.out = std::filesystem::temp_directory_path() / ("twostage-model-" + std::to_string(::getpid()));
   ts::lua::Runtime runtime(options);
@@ -23,11 +24,17 @@ TEST_CASE("a classifier loaded in Lua reproduces transformers' logits and saves 
     for line in io.lines("../shared/golden/bert-classifier/expected.jsonl") do
       local case = ts.json_decode(line)
       local ids = ts.tensor({case.ids}, "int64")
-      local logits = model:forward({input_ids = ids, attention_mask = ts.ones(1, #case.ids, "int64")})
-      for c = 1, #case.logits do
-        local difference = math.abs(logits[1][c] - case.logits[c])
-        assert(difference < 1e-4, ("logit %d differs by %g"):format(c, difference))
+      local logits, pooled, hidden = model:forward({input_ids = ids, attention_mask = ts.ones(1, #case.ids, "int64")})
+      local function check(name, got, expected)
+        for i = 1, #expected do
+          local difference = math.abs(got[i] - expected[i])
+          assert(difference < 1e-4, ("%s %d differs by %g"):format(name, i, difference))
+        end
       end
+      check("logit", logits[1], case.logits)
+      check("pooled", pooled[1], case.pooled)
+      assert(hidden:size(2) == #case.ids)
+      check("[CLS] hidden", hidden[1][1], case.cls_hidden)
       checked = checked + 1
     end
     assert(checked == 40, checked)
