@@ -15,7 +15,7 @@ local settings = ts.settings {
   corpus = { { "data/sst2/train.tsv:sentence" }, "text files as PATH:COLUMN (CSV, TSV or JSONL)" },
   max_length = { 128, "tokens per block" },
   batch_size = { 64, "blocks per step" },
-  steps = { 1000, "optimiser steps" },
+  steps = { 1000, "optimiser steps (0: only evaluate the model on the held-out blocks)" },
   lr = { 5e-4, "peak learning rate", type = "number" },
   warmup_ratio = { 0.06, "share of the steps spent warming up", type = "number" },
   weight_decay = { 0.01, "AdamW weight decay (not on biases and LayerNorm weights)", type = "number" },
@@ -70,18 +70,16 @@ else
 end
 ts.log("model", string.format("%d parameters", model:num_parameters()), { config = model:config() })
 
-local optimizer = ts.optimizer(model, { kind = "adamw", lr = settings.lr, weight_decay = settings.weight_decay,
-  no_decay = { "bias", "LayerNorm.weight" } })
-if state.step > 0 then optimizer:load(checkpoint .. "/optimizer.pt") end
-local schedule = ts.schedule(optimizer, { kind = "linear", total_steps = settings.steps,
-  warmup_steps = math.floor(settings.warmup_ratio * settings.steps), start_step = state.step })
+-- Held-out masks are drawn per group of blocks: a fixed group size, not batch_size, keeps them (and so the figures)
+-- the same in every run with the same heldout_seed.
+local heldout_group = 32
 
 local function evaluate()
   model:eval()
   local loss_sum, correct, count = 0, 0, 0
   ts.no_grad(function()
-    for first = 0, #heldout - 1, settings.batch_size do
-      local batch = masker:range(heldout, first, settings.batch_size, settings.heldout_seed)
+    for first = 0, #heldout - 1, heldout_group do
+      local batch = masker:range(heldout, first, heldout_group, settings.heldout_seed)
       local loss, batch_correct, batch_count = model:loss(batch)
       loss_sum = loss_sum + loss:item() * batch_count
       correct, count = correct + batch_correct, count + batch_count
@@ -95,6 +93,19 @@ local function evaluate()
     result.step, result.loss, result.accuracy, count), result)
   return result
 end
+
+if settings.steps == 0 then  -- only the held-out masked-LM loss and accuracy of the model
+  local result = evaluate()
+  ts.write_file(run_dir .. "/metrics.json", ts.json_encode({ steps = 0, heldout_loss = result.loss,
+    heldout_accuracy = result.accuracy, heldout_blocks = #heldout }, 2))
+  return
+end
+
+local optimizer = ts.optimizer(model, { kind = "adamw", lr = settings.lr, weight_decay = settings.weight_decay,
+  no_decay = { "bias", "LayerNorm.weight" } })
+if state.step > 0 then optimizer:load(checkpoint .. "/optimizer.pt") end
+local schedule = ts.schedule(optimizer, { kind = "linear", total_steps = settings.steps,
+  warmup_steps = math.floor(settings.warmup_ratio * settings.steps), start_step = state.step })
 
 local function save_checkpoint()
   model:save(checkpoint, { tokenizer = tokenizer })

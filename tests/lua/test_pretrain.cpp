@@ -84,3 +84,23 @@ TEST_CASE("pretraining interrupted and resumed gives the same losses as an unint
   CHECK(has_head);
   CHECK_FALSE(has_other);
 }
+
+TEST_CASE("steps=0 only evaluates a model: the held-out figures of its run at any batch size, nothing trained") {
+  const auto run = scratch("run"), evaluation = scratch("evaluation");
+  auto result = ts::testing::run_twostage(kTiny + "--out " + run.string());
+  INFO(result.output);
+  REQUIRE(result.status == 0);
+
+  // The float32 checkpoint of the last step, on the same held-out blocks and masks: the run's final figures, also
+  // with another batch size.
+  result = ts::testing::run_twostage(kTiny + "--set steps=0 --set batch_size=3 --set from=" +
+                                     (run / "checkpoint").string() + " --out " + evaluation.string());
+  INFO(result.output);
+  REQUIRE(result.status == 0);
+  const auto trained = metrics_of(run), evaluated = metrics_of(evaluation);
+  CHECK(evaluated["steps"] == 0);
+  CHECK(evaluated["heldout_loss"] == trained["heldout_loss"]);
+  CHECK(evaluated["heldout_accuracy"] == trained["heldout_accuracy"]);
+  CHECK_FALSE(fs::exists(evaluation / "checkpoint"));
+  CHECK_FALSE(fs::exists(evaluation / "model"));
+}
