@@ -186,3 +186,32 @@ TEST_CASE("the reference's stage-1 schedule defect is reproduced only with faith
   CHECK(faithful.find("stage 1: 1 epoch(s) of 25 batches, ") != std::string::npos);
   CHECK(faithful.find("stage 1: 1 epoch(s) of 25 batches, 25 optimiser steps") == std::string::npos);
 }
+
+TEST_CASE("probe_features: a linear probe of frozen features finds a label that one word decides") {
+  // Texts of filler words with one sentiment word; even a random encoder's features separate them linearly.
+  const char* positive[] = {"good", "great", "wonderful", "superb", "lovely"};
+  const char* negative[] = {"bad", "awful", "terrible", "dreadful", "poor"};
+  const char* filler[] = {"the film", "this story", "a plot", "the acting", "our evening", "that scene", "the music"};
+  auto write = [&](const fs::path& path, int first, int rows) {
+    std::ofstream out(path);
+    out << "sentence\tlabel\n";
+    for (int i = first; i < first + rows; ++i) {
+      const bool is_positive = i % 2 == 0;
+      out << filler[i % 7] << " was " << (is_positive ? positive : negative)[(i / 2) % 5] << " , " << filler[(i / 3) % 7]
+          << "\t" << (is_positive ? 1 : 0) << "\n";
+    }
+  };
+  const auto train = scratch() / "probe-train.tsv", test = scratch() / "probe-test.tsv";
+  write(train, 0, 300);
+  write(test, 1000, 100);
+  const auto out = run_recipe("probe_features.lua", "probe",
+                              "--set train=" + train.string() + " --set test=" + test.string() +
+                                  " --set rows=300 --set iterations=500 --set init=pretrained");
+  const auto metrics = read_json(out / "metrics.json");
+  CHECK(metrics["rows"] == 300);
+  for (const char* pooling : {"cls", "mean"}) {
+    INFO(pooling);
+    CHECK(metrics[pooling]["train_accuracy"].get<double>() > 0.95);
+    CHECK(metrics[pooling]["test_accuracy"].get<double>() > 0.95);
+  }
+}
