@@ -20,16 +20,9 @@ local settings = ts.settings {
 }
 
 local tokenizer = ts.tokenizer(settings.model)
-local config = ts.json_decode(ts.read_file(settings.model .. "/config.json"))
-local model
-if settings.init == "random" then
-  ts.manual_seed(settings.seed)
-  model = ts.classifier_from_config(config, { num_labels = 2 })
-elseif settings.init == "pretrained" then
-  model = ts.load_classifier(settings.model, { num_labels = 2 })
-else
-  error("init '" .. settings.init .. "': expected \"pretrained\" or \"random\"")
-end
+ts.manual_seed(settings.seed)
+-- Two labels for a head that is never used: the probe reads the encoder's states.
+local model = ts.experiment.load_model({ model = settings.model, init = settings.init }, 2)
 model:eval()
 
 local columns = { text = settings.text_column, label = settings.label_column }

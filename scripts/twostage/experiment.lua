@@ -133,8 +133,9 @@ end
 local Run = {}
 Run.__index = Run
 
-local function load_model(settings, num_classes)
-  -- A checkpoint fine-tuned on another label set keeps its encoder; its head is re-initialised (and reported).
+-- The classifier of `settings.model` (init "pretrained") or its architecture freshly initialised (init "random").
+-- A checkpoint fine-tuned on another label set keeps its encoder; its head is re-initialised (and reported).
+function experiment.load_model(settings, num_classes)
   local options = { head = settings.head, num_labels = num_classes, device = settings.device,
                     ignore_mismatched_sizes = true }
   if settings.init == "random" then
@@ -158,7 +159,7 @@ function Run.new(settings, data, seed, tokenizer)
     train = data.train, counts = data.counts, classes = data.classes,
     stages = {}, adjust = nil,
   }, Run)
-  run.model = load_model(settings, #data.classes)
+  run.model = experiment.load_model(settings, #data.classes)
   run.test_loader = run:eval_loader(data.test)
   if data.validation then run.validation_loader = run:eval_loader(data.validation) end
   return run
