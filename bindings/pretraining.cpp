@@ -66,7 +66,8 @@ int method_save(lua_State* L) {
   return 0;
 }
 
-// loss(batch) -> loss tensor, correct, count: cross-entropy over the masked positions of a masker batch.
+// loss(batch[, {bag_of_words = 0}]) -> loss tensor, correct, count, masked-LM loss, bag-of-words loss (or nil):
+// cross-entropy over the masked positions of a masker batch, plus the weighted [CLS] bag-of-words loss.
 int method_loss(lua_State* L) {
   auto& model = self(L).module;
   luaL_checktype(L, 2, LUA_TTABLE);
@@ -77,12 +78,19 @@ int method_loss(lua_State* L) {
   batch.attention_mask = check_tensor(L, -1);
   lua_getfield(L, 2, "labels");
   batch.labels = check_tensor(L, -1);
-  lua_pop(L, 3);
-  const auto result = train::masked_lm_loss(model, batch);
+  lua_getfield(L, 2, "words");
+  if (!lua_isnil(L, -1)) batch.words = check_tensor(L, -1);
+  lua_pop(L, 4);
+  const auto result = train::masked_lm_loss(model, batch, opt_number_field(L, 3, "bag_of_words").value_or(0.0));
   push_tensor(L, result.loss);
   lua_pushnumber(L, static_cast<lua_Number>(result.correct));
   lua_pushnumber(L, static_cast<lua_Number>(result.count));
-  return 3;
+  lua_pushnumber(L, result.masked_lm.item<double>());
+  if (result.bag_of_words.defined())
+    lua_pushnumber(L, result.bag_of_words.item<double>());
+  else
+    lua_pushnil(L);
+  return 5;
 }
 
 // ---- corpus and masking ------------------------------------------------------------------------------------------
@@ -139,18 +147,20 @@ int masker_new(lua_State* L) {
 }
 
 void push_masked(lua_State* L, const train::MaskedBatch& batch, size_t rows) {
-  lua_createtable(L, 0, 4);
+  lua_createtable(L, 0, 5);
   push_tensor(L, batch.input_ids);
   lua_setfield(L, -2, "input_ids");
   push_tensor(L, batch.attention_mask);
   lua_setfield(L, -2, "attention_mask");
   push_tensor(L, batch.labels);
   lua_setfield(L, -2, "labels");
+  push_tensor(L, batch.words);
+  lua_setfield(L, -2, "words");
   lua_pushnumber(L, static_cast<lua_Number>(rows));
   lua_setfield(L, -2, "size");
 }
 
-// masker:batch(corpus, step, batch_size, seed) -> {input_ids, attention_mask, labels, size}: the blocks and masks
+// masker:batch(corpus, step, batch_size, seed) -> {input_ids, attention_mask, labels, words, size}: the blocks and masks
 // of training step `step` (0-based), a function of (seed, step) alone.
 int masker_batch(lua_State* L) {
   const auto& masker = check<train::Masker>(L, 1, kMaskerType);

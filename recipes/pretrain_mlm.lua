@@ -22,6 +22,8 @@ local settings = ts.settings {
   clip = { 1.0, "gradient clipping by global norm", type = "number" },
   mask_probability = { 0.15, "share of tokens (or words) selected for prediction", type = "number" },
   whole_word = { false, "select whole words (a token and its ## pieces) together" },
+  cls_bag_of_words = { 0, "weight of a sentence-level task for [CLS]: predict every word of its block through the "
+                          .. "masked-LM head (0: masked-LM only)", type = "number" },
   heldout_fraction = { 0.01, "share of blocks held out for the masked-LM loss and accuracy", type = "number" },
   eval_every = { 250, "steps between held-out evaluations" },
   save_every = { 250, "steps between checkpoints" },
@@ -74,23 +76,31 @@ ts.log("model", string.format("%d parameters", model:num_parameters()), { config
 -- the same in every run with the same heldout_seed.
 local heldout_group = 32
 
+local objective = { bag_of_words = settings.cls_bag_of_words }
+
 local function evaluate()
   model:eval()
-  local loss_sum, correct, count = 0, 0, 0
+  local loss_sum, correct, count, bag_of_words_sum = 0, 0, 0, 0
   ts.no_grad(function()
     for first = 0, #heldout - 1, heldout_group do
       local batch = masker:range(heldout, first, heldout_group, settings.heldout_seed)
-      local loss, batch_correct, batch_count = model:loss(batch)
-      loss_sum = loss_sum + loss:item() * batch_count
+      local _, batch_correct, batch_count, masked_lm, bag_of_words = model:loss(batch, objective)
+      loss_sum = loss_sum + masked_lm * batch_count
       correct, count = correct + batch_correct, count + batch_count
+      bag_of_words_sum = bag_of_words_sum + (bag_of_words or 0) * batch.size
     end
   end)
   model:train()
   local result = { step = state.step, loss = loss_sum / math.max(1, count), accuracy = correct / math.max(1, count),
                    masked = count }
+  local line = string.format("step %d: held-out masked-LM loss %.4f, accuracy %.4f (%d masked tokens)",
+    result.step, result.loss, result.accuracy, count)
+  if settings.cls_bag_of_words > 0 then
+    result.bag_of_words = bag_of_words_sum / math.max(1, #heldout)
+    line = line .. string.format("; [CLS] bag-of-words loss %.4f", result.bag_of_words)
+  end
   state.evaluations[#state.evaluations + 1] = result
-  ts.log("heldout", string.format("step %d: held-out masked-LM loss %.4f, accuracy %.4f (%d masked tokens)",
-    result.step, result.loss, result.accuracy, count), result)
+  ts.log("heldout", line, result)
   return result
 end
 
@@ -120,7 +130,7 @@ model:train()
 while state.step < settings.steps do
   local batch = masker:batch(corpus, state.step, settings.batch_size, settings.seed)
   ts.manual_seed(settings.seed * 1000003 + state.step)  -- dropout, as a function of the step
-  local loss = model:loss(batch)
+  local loss, _, _, masked_lm, bag_of_words = model:loss(batch, objective)
   loss:backward()
   optimizer:clip_grad_norm(settings.clip)
   optimizer:step()
@@ -131,8 +141,10 @@ while state.step < settings.steps do
   state.losses[#state.losses + 1] = value
   progress:update { examples = batch.size, loss = value, lr = optimizer:lr() }
   if state.step % settings.log_every == 0 then
-    ts.log("train", string.format("step %d: loss %.4f, lr %.3g", state.step, value, optimizer:lr()),
-      { step = state.step, loss = value, lr = optimizer:lr() })
+    local line = string.format("step %d: loss %.4f, lr %.3g", state.step, value, optimizer:lr())
+    if bag_of_words then line = line .. string.format(" (masked-LM %.4f, bag-of-words %.4f)", masked_lm, bag_of_words) end
+    ts.log("train", line, { step = state.step, loss = value, masked_lm = masked_lm, bag_of_words = bag_of_words,
+      lr = optimizer:lr() })
   end
   if state.step % settings.eval_every == 0 then evaluate() end
   if state.step % settings.save_every == 0 then save_checkpoint() end
@@ -150,6 +162,7 @@ model:save(run_dir .. "/model", { fp16 = settings.fp16, tokenizer = tokenizer })
 local tokens_per_step = settings.batch_size * settings.max_length
 ts.write_file(run_dir .. "/metrics.json", ts.json_encode({
   steps = state.step, heldout_loss = final.loss, heldout_accuracy = final.accuracy,
+  heldout_bag_of_words = final.bag_of_words,
   training_blocks = #corpus, training_tokens = corpus:tokens(), heldout_blocks = #heldout,
   tokens_seen_at_most = state.step * tokens_per_step, seconds_this_run = ts.clock() - started,
   evaluations = state.evaluations, losses = state.losses,

@@ -93,9 +93,11 @@ MaskedBatch Masker::mask(const PackedCorpus& corpus, const std::vector<int64_t>&
   auto input_ids = torch::full({rows, width}, static_cast<int64_t>(pad_), torch::kLong);
   auto attention_mask = torch::zeros({rows, width}, torch::kLong);
   auto labels = torch::full({rows, width}, int64_t{-100}, torch::kLong);
+  auto words = torch::full({rows, width}, int64_t{-100}, torch::kLong);
   auto* ids = input_ids.data_ptr<int64_t>();
   auto* mask = attention_mask.data_ptr<int64_t>();
   auto* label = labels.data_ptr<int64_t>();
+  auto* word = words.data_ptr<int64_t>();
 
   std::mt19937_64 random(seed);
   std::uniform_real_distribution<double> uniform(0.0, 1.0);
@@ -113,6 +115,7 @@ MaskedBatch Masker::mask(const PackedCorpus& corpus, const std::vector<int64_t>&
         word_selected = false;
         continue;
       }
+      word[r * width + static_cast<int64_t>(t)] = token;
       // A "##" piece follows its word's choice under whole-word masking; otherwise every token draws.
       const bool continues = options_.whole_word && continuation_[static_cast<size_t>(token)] && t > 0;
       const bool selected = continues ? word_selected : uniform(random) < options_.probability;
@@ -126,7 +129,7 @@ MaskedBatch Masker::mask(const PackedCorpus& corpus, const std::vector<int64_t>&
         row_ids[t] = any_token(random);
     }
   }
-  return {input_ids, attention_mask, labels};
+  return {input_ids, attention_mask, labels, words};
 }
 
 std::vector<int64_t> blocks_for_step(int64_t blocks, int64_t batch_size, int64_t step, uint64_t seed) {
@@ -142,7 +145,8 @@ std::vector<int64_t> blocks_for_step(int64_t blocks, int64_t batch_size, int64_t
   return out;
 }
 
-MaskedLMLoss masked_lm_loss(BertForMaskedLM& model, const MaskedBatch& batch) {
+MaskedLMLoss masked_lm_loss(BertForMaskedLM& model, const MaskedBatch& batch, double bag_of_words_weight) {
+  if (bag_of_words_weight < 0) fail("bag-of-words weight {} must be >= 0", bag_of_words_weight);
   const auto device = model->parameters().front().device();
   const auto hidden =
       model->bert->forward(batch.input_ids.to(device), batch.attention_mask.to(device)).last_hidden_state;
@@ -151,13 +155,21 @@ MaskedLMLoss masked_lm_loss(BertForMaskedLM& model, const MaskedBatch& batch) {
   MaskedLMLoss out;
   out.count = selected.numel();
   if (out.count == 0) {
-    out.loss = hidden.sum() * 0.0;  // keeps the graph; nothing was masked in this batch
-    return out;
+    out.masked_lm = hidden.sum() * 0.0;  // keeps the graph; nothing was masked in this batch
+  } else {
+    const auto logits = model->cls(hidden.reshape({-1, hidden.size(-1)}).index_select(0, selected));
+    const auto targets = labels.index_select(0, selected);
+    out.masked_lm = torch::nn::functional::cross_entropy(logits, targets);
+    out.correct = logits.argmax(-1).eq(targets).sum().item<int64_t>();
   }
-  const auto logits = model->cls(hidden.reshape({-1, hidden.size(-1)}).index_select(0, selected));
-  const auto targets = labels.index_select(0, selected);
-  out.loss = torch::nn::functional::cross_entropy(logits, targets);
-  out.correct = logits.argmax(-1).eq(targets).sum().item<int64_t>();
+  out.loss = out.masked_lm;
+  if (bag_of_words_weight > 0) {
+    if (!batch.words.defined()) fail("the batch has no words for the bag-of-words loss");
+    const auto words = batch.words.to(device);
+    const auto log_probabilities = torch::log_softmax(model->cls(hidden.select(1, 0)), -1);  // [B, V] from [CLS]
+    out.bag_of_words = -log_probabilities.gather(1, words.clamp_min(0)).masked_select(words.ne(-100)).mean();
+    out.loss = out.loss + bag_of_words_weight * out.bag_of_words;
+  }
   return out;
 }
 

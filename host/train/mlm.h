@@ -39,6 +39,7 @@ struct MaskedBatch {
   torch::Tensor input_ids;       // [B, T] int64, masked
   torch::Tensor attention_mask;  // [B, T] int64
   torch::Tensor labels;          // [B, T] int64: the original id where selected, −100 elsewhere
+  torch::Tensor words;           // [B, T] int64: the original id of every text token, −100 at [CLS], [SEP], padding
 };
 
 // Masks the blocks `indices` of `corpus` as Hugging Face's DataCollatorForLanguageModeling (or ...ForWholeWordMask):
@@ -60,13 +61,21 @@ class Masker {
 std::vector<int64_t> blocks_for_step(int64_t blocks, int64_t batch_size, int64_t step, uint64_t seed);
 
 struct MaskedLMLoss {
-  torch::Tensor loss;  // mean cross-entropy over the masked positions
+  torch::Tensor loss;            // masked-LM loss, plus the weighted bag-of-words loss when asked for
+  torch::Tensor masked_lm;       // mean cross-entropy over the masked positions
+  torch::Tensor bag_of_words;    // mean cross-entropy of the block's words from [CLS] (undefined at weight 0)
   int64_t correct = 0;  // masked positions whose top prediction is the original token
   int64_t count = 0;    // masked positions
 };
 
 // The decoder runs on the masked positions only (the loss is the same as over all positions with −100 ignored, at a
 // fraction of the vocabulary projection's cost).
-MaskedLMLoss masked_lm_loss(BertForMaskedLM& model, const MaskedBatch& batch);
+//
+// `bag_of_words_weight` > 0 adds a sentence-level task for [CLS], whose last-layer output masked-LM never trains:
+// through the same prediction head, [CLS] predicts every word of its block (seen partly masked), the mean
+// cross-entropy over the block's words. Fine-tuning classifies from [CLS], and a [CLS] trained only as a key for the
+// other tokens attends to a few of them; this one has to gather the whole text. No new weights: the model keeps the
+// BertForMaskedLM layout.
+MaskedLMLoss masked_lm_loss(BertForMaskedLM& model, const MaskedBatch& batch, double bag_of_words_weight = 0.0);
 
 }  // namespace ts::train

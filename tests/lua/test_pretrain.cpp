@@ -104,3 +104,31 @@ TEST_CASE("steps=0 only evaluates a model: the held-out figures of its run at an
   CHECK_FALSE(fs::exists(evaluation / "checkpoint"));
   CHECK_FALSE(fs::exists(evaluation / "model"));
 }
+
+TEST_CASE("the [CLS] bag-of-words task is added to the masked-LM loss and learnt; the model keeps its layout") {
+  const auto plain = scratch("plain"), with_task = scratch("bag-of-words");
+  const std::string longer = kTiny + "--set steps=24 --set eval_every=12 ";
+  auto result = ts::testing::run_twostage(longer + "--out " + plain.string());
+  INFO(result.output);
+  REQUIRE(result.status == 0);
+  result = ts::testing::run_twostage(longer + "--set cls_bag_of_words=1 --out " + with_task.string());
+  INFO(result.output);
+  REQUIRE(result.status == 0);
+
+  const auto without = metrics_of(plain), with = metrics_of(with_task);
+  // Same seed, so the same blocks and masks: the first losses differ by the bag-of-words loss of an untrained
+  // [CLS], about ln(30522) = 10.3 nats.
+  const double added = with["losses"].front().get<double>() - without["losses"].front().get<double>();
+  CHECK(added > 8.0);
+  CHECK(added < 12.0);
+  CHECK_FALSE(without.contains("heldout_bag_of_words"));
+  const auto& evaluations = with["evaluations"];
+  REQUIRE(evaluations.size() == 3);  // steps 12 and 24, and the final one
+  CHECK(evaluations[1]["bag_of_words"].get<double>() < evaluations[0]["bag_of_words"].get<double>());
+  CHECK(with["heldout_bag_of_words"] == evaluations[2]["bag_of_words"]);
+
+  const auto keys = [](const fs::path& run) {
+    return ts::safetensors::File::open((run / "model" / "model.safetensors").string()).names();
+  };
+  CHECK(keys(with_task) == keys(plain));
+}

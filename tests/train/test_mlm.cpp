@@ -129,3 +129,41 @@ TEST_CASE("the loss on masked positions equals cross-entropy over all positions 
   CHECK(result.count > 0);
   CHECK(result.loss.item<double>() == Approx(expected.item<double>()).epsilon(1e-5));
 }
+
+TEST_CASE("the bag-of-words loss is the [CLS] prediction's cross-entropy over every original word of the block") {
+  const auto& tok = tokenizer();
+  BertConfig config;
+  config.vocab_size = tok.vocab_size();
+  config.hidden_size = 16;
+  config.num_hidden_layers = 1;
+  config.num_attention_heads = 2;
+  config.intermediate_size = 32;
+  torch::manual_seed(0);
+  BertForMaskedLM model(config);
+  model->eval();
+  const auto corpus = train::pack_texts(tok, {"a good film", "a bad film with a thin plot", "fine"}, 8);
+  const auto batch = train::Masker(tok, {0.5, 0.8, 0.1, false}).mask(corpus, {0, 1}, 3);
+  const auto cls_log_probabilities =
+      torch::log_softmax(model->forward(batch.input_ids, batch.attention_mask).logits.select(1, 0), -1);
+  double total = 0;
+  int64_t words = 0;
+  for (int64_t row = 0; row < 2; ++row) {
+    const auto& block = corpus.blocks[static_cast<size_t>(row)];
+    for (size_t t = 0; t < block.size(); ++t) {
+      const bool special = block[t] == tok.cls_id() || block[t] == tok.sep_id();
+      // the original token, whatever the masking made of the input
+      CHECK(batch.words[row][static_cast<int64_t>(t)].item<int64_t>() == (special ? -100 : block[t]));
+      if (special) continue;
+      total -= cls_log_probabilities[row][block[t]].item<double>();
+      ++words;
+    }
+  }
+  REQUIRE(words > 0);
+  const auto result = train::masked_lm_loss(model, batch, 0.5);
+  const auto masked_lm_only = train::masked_lm_loss(model, batch);
+  CHECK(result.bag_of_words.item<double>() == Approx(total / static_cast<double>(words)).epsilon(1e-5));
+  CHECK(result.loss.item<double>() ==
+        Approx(masked_lm_only.loss.item<double>() + 0.5 * total / static_cast<double>(words)).epsilon(1e-5));
+  CHECK_FALSE(masked_lm_only.bag_of_words.defined());
+  CHECK_THROWS_WITH(train::masked_lm_loss(model, batch, -1.0), Catch::Contains("must be >= 0"));
+}
