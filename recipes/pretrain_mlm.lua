@@ -142,7 +142,9 @@ while state.step < settings.steps do
   progress:update { examples = batch.size, loss = value, lr = optimizer:lr() }
   if state.step % settings.log_every == 0 then
     local line = string.format("step %d: loss %.4f, lr %.3g", state.step, value, optimizer:lr())
-    if bag_of_words then line = line .. string.format(" (masked-LM %.4f, bag-of-words %.4f)", masked_lm, bag_of_words) end
+    if bag_of_words then
+      line = line .. string.format(" (masked-LM %.4f, bag-of-words %.4f)", masked_lm, bag_of_words)
+    end
     ts.log("train", line, { step = state.step, loss = value, masked_lm = masked_lm, bag_of_words = bag_of_words,
       lr = optimizer:lr() })
   end

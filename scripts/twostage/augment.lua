@@ -271,8 +271,9 @@ function augment.run(options)
     for _, c in ipairs(fill) do made[c] = made[c] + asked[c] end
     requests_total = requests_total + #planned
     if round > 0 then
-      ts.log("augment.refill", ("refill round %d: %d more requests for rejected or failed ones"):format(round, #planned),
-             {round = round, requests = #planned})
+      ts.log("augment.refill",
+        ("refill round %d: %d more requests for rejected or failed ones"):format(round, #planned),
+        {round = round, requests = #planned})
     end
     local results = generate(planned, texts)
 

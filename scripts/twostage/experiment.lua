@@ -17,8 +17,10 @@ local experiment = {}
 -- The shared settings, with the reference protocol's defaults.
 local function base_settings()
   return {
-    model = { "data/models/bert-mini-uncased", "Hugging Face model folder (config.json, model.safetensors, vocab.txt)" },
-    init = { "pretrained", "\"pretrained\" weights from `model`, or \"random\": its architecture, freshly initialised" },
+    model = { "data/models/bert-mini-uncased",
+              "Hugging Face model folder (config.json, model.safetensors, vocab.txt)" },
+    init = { "pretrained",
+             "\"pretrained\" weights from `model`, or \"random\": its architecture, freshly initialised" },
     train = { "data/sst2/train.tsv", "training data (CSV, TSV or JSONL)" },
     test = { "data/sst2/dev.tsv", "test data, evaluated once after the last stage" },
     text_column = { "sentence", "column holding the text" },

@@ -52,7 +52,8 @@ function Progress:update(fields)
     if now - self.last_shown >= 0.2 or self.step == self.total then
       local width = 24
       local filled = self.total > 0 and math.floor(width * self.step / self.total) or width
-      io.stderr:write("\r[" .. string.rep("=", filled) .. string.rep(" ", width - filled) .. "] " .. self:line() .. "\27[K")
+      local bar = string.rep("=", filled) .. string.rep(" ", width - filled)
+      io.stderr:write("\r[" .. bar .. "] " .. self:line() .. "\27[K")
       io.stderr:flush()
       self.last_shown = now
     end
