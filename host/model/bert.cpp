@@ -27,6 +27,9 @@ torch::Tensor extended_attention_mask(const torch::Tensor& attention_mask, torch
   if (!attention_mask.defined()) return {};
   if (attention_mask.dim() != 2)
     fail("attention_mask must be [batch, seq], not {} dimensions", attention_mask.dim());
+  // An all-ones mask adds nothing, and without one the scores skip a pass (on the CPU only: on a GPU the check would
+  // wait for the device).
+  if (attention_mask.device().is_cpu() && attention_mask.ne(0).all().item<bool>()) return {};
   double lowest = std::numeric_limits<float>::lowest();
   if (dtype == torch::kDouble) lowest = std::numeric_limits<double>::lowest();
   if (dtype == torch::kHalf) lowest = -65504.0;
