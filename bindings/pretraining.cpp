@@ -160,8 +160,8 @@ void push_masked(lua_State* L, const train::MaskedBatch& batch, size_t rows) {
   lua_setfield(L, -2, "size");
 }
 
-// masker:batch(corpus, step, batch_size, seed) -> {input_ids, attention_mask, labels, words, size}: the blocks and masks
-// of training step `step` (0-based), a function of (seed, step) alone.
+// masker:batch(corpus, step, batch_size, seed) -> {input_ids, attention_mask, labels, words, size}: the blocks and
+// masks of training step `step` (0-based), a function of (seed, step) alone.
 int masker_batch(lua_State* L) {
   const auto& masker = check<train::Masker>(L, 1, kMaskerType);
   const auto& corpus = corpus_at(L, 2);
