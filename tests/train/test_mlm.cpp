@@ -14,6 +14,30 @@ const text::Tokenizer& tokenizer() {
   return instance;
 }
 
+// A one-layer, 16-wide masked LM over the real vocabulary, in eval mode, and two blocks masked at 50%.
+struct TinyCase {
+  BertForMaskedLM model{nullptr};
+  train::PackedCorpus corpus;
+  train::MaskedBatch batch;
+};
+
+TinyCase tiny_case() {
+  const auto& tok = tokenizer();
+  BertConfig config;
+  config.vocab_size = tok.vocab_size();
+  config.hidden_size = 16;
+  config.num_hidden_layers = 1;
+  config.num_attention_heads = 2;
+  config.intermediate_size = 32;
+  torch::manual_seed(0);
+  TinyCase out;
+  out.model = BertForMaskedLM(config);
+  out.model->eval();
+  out.corpus = train::pack_texts(tok, {"a good film", "a bad film with a thin plot", "fine"}, 8);
+  out.batch = train::Masker(tok, {0.5, 0.8, 0.1, false}).mask(out.corpus, {0, 1}, 3);
+  return out;
+}
+
 }  // namespace
 
 TEST_CASE("texts are packed into [CLS] a [SEP] b [SEP] blocks, and long texts are cut into pieces") {
@@ -108,18 +132,7 @@ TEST_CASE("each pass over the corpus visits every block once, in an order fixed 
 }
 
 TEST_CASE("the loss on masked positions equals cross-entropy over all positions with the rest ignored") {
-  const auto& tok = tokenizer();
-  BertConfig config;
-  config.vocab_size = tok.vocab_size();
-  config.hidden_size = 16;
-  config.num_hidden_layers = 1;
-  config.num_attention_heads = 2;
-  config.intermediate_size = 32;
-  torch::manual_seed(0);
-  BertForMaskedLM model(config);
-  model->eval();
-  const auto corpus = train::pack_texts(tok, {"a good film", "a bad film with a thin plot", "fine"}, 8);
-  const auto batch = train::Masker(tok, {0.5, 0.8, 0.1, false}).mask(corpus, {0, 1}, 3);
+  auto [model, corpus, batch] = tiny_case();
   const auto result = train::masked_lm_loss(model, batch);
   const auto logits = model->forward(batch.input_ids, batch.attention_mask).logits;
   const auto expected = torch::nn::functional::cross_entropy(
@@ -132,17 +145,7 @@ TEST_CASE("the loss on masked positions equals cross-entropy over all positions 
 
 TEST_CASE("the bag-of-words loss is the [CLS] prediction's cross-entropy over every original word of the block") {
   const auto& tok = tokenizer();
-  BertConfig config;
-  config.vocab_size = tok.vocab_size();
-  config.hidden_size = 16;
-  config.num_hidden_layers = 1;
-  config.num_attention_heads = 2;
-  config.intermediate_size = 32;
-  torch::manual_seed(0);
-  BertForMaskedLM model(config);
-  model->eval();
-  const auto corpus = train::pack_texts(tok, {"a good film", "a bad film with a thin plot", "fine"}, 8);
-  const auto batch = train::Masker(tok, {0.5, 0.8, 0.1, false}).mask(corpus, {0, 1}, 3);
+  auto [model, corpus, batch] = tiny_case();
   const auto cls_log_probabilities =
       torch::log_softmax(model->forward(batch.input_ids, batch.attention_mask).logits.select(1, 0), -1);
   double total = 0;
