@@ -5,9 +5,7 @@
 --   twostage run recipes/probe_features.lua --set init=random
 local ts = require "twostage"
 
-local settings = ts.settings {
-  model = { "data/models/bert-mini-uncased", "model folder" },
-  init = { "pretrained", "\"pretrained\" weights from `model`, or \"random\": its architecture, freshly initialised" },
+local settings = ts.settings(ts.experiment.model_settings {
   train = { "data/sst2/train.tsv", "training rows for the probe" },
   test = { "data/sst2/dev.tsv", "rows it is scored on" },
   text_column = { "sentence", "text column" },
@@ -17,7 +15,7 @@ local settings = ts.settings {
   iterations = { 3000, "gradient-descent steps of the probe" },
   l2 = { 1e-3, "L2 penalty of the probe's weights", type = "number" },
   seed = { 42, "seed of the random initialisation" },
-}
+})
 
 local tokenizer = ts.tokenizer(settings.model)
 ts.manual_seed(settings.seed)

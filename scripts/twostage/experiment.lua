@@ -14,13 +14,19 @@ local train = require "twostage.train"
 
 local experiment = {}
 
+-- model_settings(specs) -> specs with the settings experiment.load_model reads, `model` and `init`, for recipes that
+-- load a model without the rest of the protocol.
+function experiment.model_settings(specs)
+  specs.model = { "data/models/bert-mini-uncased",
+                  "Hugging Face model folder (config.json, model.safetensors, vocab.txt)" }
+  specs.init = { "pretrained",
+                 "\"pretrained\" weights from `model`, or \"random\": its architecture, freshly initialised" }
+  return specs
+end
+
 -- The shared settings, with the reference protocol's defaults.
 local function base_settings()
-  return {
-    model = { "data/models/bert-mini-uncased",
-              "Hugging Face model folder (config.json, model.safetensors, vocab.txt)" },
-    init = { "pretrained",
-             "\"pretrained\" weights from `model`, or \"random\": its architecture, freshly initialised" },
+  return experiment.model_settings {
     train = { "data/sst2/train.tsv", "training data (CSV, TSV or JSONL)" },
     test = { "data/sst2/dev.tsv", "test data, evaluated once after the last stage" },
     text_column = { "sentence", "column holding the text" },
