@@ -2,6 +2,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <mutex>
 
@@ -11,32 +12,38 @@
 namespace ts {
 namespace {
 
-// splitmix64's output function on the pair index: 64 well-mixed bits, 32 for each of two elements.
-inline uint64_t mix(uint64_t seed, uint64_t pair) {
-  uint64_t z = seed + (pair + 1) * 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
+// Wellons's lowbias32: a 32-bit integer hash with low bias, and only 32-bit multiplies, so the loops below vectorise.
+inline uint32_t lowbias32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352du;
+  x ^= x >> 15;
+  x *= 0x846ca68bu;
+  x ^= x >> 16;
+  return x;
 }
 
-// keep[i] = 1 unless element i's 32 random bits fall below `threshold` = p · 2^32.
-void fill_mask(uint8_t* keep, int64_t begin, int64_t end, uint64_t seed, uint64_t threshold) {
-  int64_t i = begin;
-  if (i < end && (i & 1)) {
-    keep[i] = (mix(seed, static_cast<uint64_t>(i) >> 1) >> 32) >= threshold;
-    ++i;
+// out[i] = in[i] · (bits(i) ≥ threshold ? scale : 0) for i in [begin, end), where bits(i), element i's 32 random
+// bits, hash the 64-bit seed and i in two rounds. The multiply (not a select) keeps torch's input * noise: a NaN or
+// inf dropped still gives NaN. Forward and backward both call this, so backward needs only the seed, not a mask.
+__attribute__((target_clones("avx2", "default")))
+void masked_scale(float* out, const float* in, int64_t begin, int64_t end, uint64_t seed, uint32_t threshold,
+                  float scale) {
+  const auto seed_low = static_cast<uint32_t>(seed);
+  while (begin < end) {
+    // Within a segment the index's high half is constant, so the loop runs on 32-bit lanes.
+    const uint64_t high = static_cast<uint64_t>(begin) >> 32;
+    const int64_t segment_end = std::min<int64_t>(end, static_cast<int64_t>((high + 1) << 32));
+    const auto round_key = static_cast<uint32_t>(seed >> 32) + static_cast<uint32_t>(high) * 0x9E3779B9u;
+    const auto first = static_cast<uint32_t>(begin);
+    const int64_t count = segment_end - begin;
+    float* segment_out = out + begin;
+    const float* segment_in = in + begin;
+    for (int64_t j = 0; j < count; ++j) {
+      const uint32_t bits = lowbias32(lowbias32((first + static_cast<uint32_t>(j)) ^ seed_low) + round_key);
+      segment_out[j] = segment_in[j] * (bits >= threshold ? scale : 0.0f);
+    }
+    begin = segment_end;
   }
-  for (; i + 1 < end; i += 2) {
-    const uint64_t bits = mix(seed, static_cast<uint64_t>(i) >> 1);
-    keep[i] = (bits & 0xFFFFFFFFull) >= threshold;
-    keep[i + 1] = (bits >> 32) >= threshold;
-  }
-  if (i < end) keep[i] = (mix(seed, static_cast<uint64_t>(i) >> 1) & 0xFFFFFFFFull) >= threshold;
-}
-
-// out = x · keep · scale, as torch's input * noise (so a NaN or inf dropped still gives NaN).
-void apply_mask(float* out, const float* x, const uint8_t* keep, int64_t begin, int64_t end, float scale) {
-  for (int64_t i = begin; i < end; ++i) out[i] = x[i] * (static_cast<float>(keep[i]) * scale);
 }
 
 constexpr int64_t kGrain = 1 << 16;
@@ -54,36 +61,34 @@ uint64_t draw_seed() {
 struct DropoutFunction : torch::autograd::Function<DropoutFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* context, const torch::Tensor& input, double p) {
     const torch::Tensor x = input.contiguous();
-    torch::Tensor keep = torch::empty(x.sizes(), x.options().dtype(torch::kUInt8));
     torch::Tensor out = torch::empty_like(x);
     const uint64_t seed = draw_seed();
-    const auto threshold = static_cast<uint64_t>(std::llround(p * 4294967296.0));
+    // p · 2^32, clamped below 2^32: p = 1 never gets here.
+    const auto threshold = static_cast<uint32_t>(std::min<double>(std::llround(p * 4294967296.0), 4294967295.0));
     const float scale = 1.0f / static_cast<float>(1.0 - p);  // torch's noise.div_(1 − p), in float
-    uint8_t* keep_data = keep.data_ptr<uint8_t>();
-    const float* x_data = x.data_ptr<float>();
-    float* out_data = out.data_ptr<float>();
-    parallel_ranges(x.numel(), kGrain, [&](int64_t begin, int64_t end) {
-      fill_mask(keep_data, begin, end, seed, threshold);
-      apply_mask(out_data, x_data, keep_data, begin, end, scale);
-    });
-    context->save_for_backward({keep});
+    scale_kept(out, x, seed, threshold, scale);
+    context->saved_data["seed"] = static_cast<int64_t>(seed);
+    context->saved_data["threshold"] = static_cast<int64_t>(threshold);
     context->saved_data["scale"] = static_cast<double>(scale);
     return out;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* context,
                                                  torch::autograd::variable_list grad_outputs) {
-    const torch::Tensor keep = context->get_saved_variables()[0];
-    const auto scale = static_cast<float>(context->saved_data["scale"].toDouble());
     const torch::Tensor grad = grad_outputs[0].contiguous();
     torch::Tensor grad_input = torch::empty_like(grad);
-    const uint8_t* keep_data = keep.data_ptr<uint8_t>();
-    const float* grad_data = grad.data_ptr<float>();
-    float* out_data = grad_input.data_ptr<float>();
-    parallel_ranges(grad.numel(), kGrain, [&](int64_t begin, int64_t end) {
-      apply_mask(out_data, grad_data, keep_data, begin, end, scale);
-    });
+    scale_kept(grad_input, grad, static_cast<uint64_t>(context->saved_data["seed"].toInt()),
+          static_cast<uint32_t>(context->saved_data["threshold"].toInt()),
+          static_cast<float>(context->saved_data["scale"].toDouble()));
     return {grad_input, torch::Tensor()};
+  }
+
+  static void scale_kept(torch::Tensor& out, const torch::Tensor& in, uint64_t seed, uint32_t threshold, float scale) {
+    float* out_data = out.data_ptr<float>();
+    const float* in_data = in.data_ptr<float>();
+    parallel_ranges(in.numel(), kGrain, [&](int64_t begin, int64_t end) {
+      masked_scale(out_data, in_data, begin, end, seed, threshold, scale);
+    });
   }
 };
 

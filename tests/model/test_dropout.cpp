@@ -41,7 +41,7 @@ TEST_CASE("dropout zeroes a share p and scales the rest as torch does", "[dropou
   // Kept elements are x · (1 / (1 − p)) with torch's float scale, bit for bit.
   const torch::Tensor noise = torch::ones({n}).div_(1 - p);
   CHECK(torch::equal(y.masked_select(~dropped), (x * noise).masked_select(~dropped)));
-  // Neighbouring elements are not correlated (each pair shares one 64-bit hash, split in halves).
+  // Neighbouring elements are not correlated (each has its own hash of the seed and its index).
   const torch::Tensor even = dropped.slice(0, 0, n, 2).to(torch::kDouble);
   const torch::Tensor odd = dropped.slice(0, 1, n, 2).to(torch::kDouble);
   const double both = (even * odd).mean().item<double>();
