@@ -124,7 +124,10 @@ int main(int argc, char** argv) {
   }
   const std::string command = args[0];
   // Only the commands that run torch kernels pay for the restart (a sweep's jobs inherit the policy).
-  if (command == "run" || command == "predict" || command == "sweep") ts::runtime::prefer_passive_openmp(argv);
+  if (command == "run" || command == "predict" || command == "sweep") {
+    ts::runtime::prefer_passive_openmp(argv);
+    ts::runtime::keep_freed_memory();
+  }
   const std::vector<std::string> rest(args.begin() + 1, args.end());
   try {
     if (command == "--version" || command == "version") {

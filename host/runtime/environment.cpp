@@ -2,11 +2,13 @@
 
 #include <dlfcn.h>
 #include <link.h>
+#include <malloc.h>
 #include <strings.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <thread>
 
 #include <torch/torch.h>
@@ -76,6 +78,14 @@ void prefer_passive_openmp(char** argv) {
 bool openmp_is_passive() {
   const char* policy = std::getenv("OMP_WAIT_POLICY");
   return policy && ::strcasecmp(policy, "passive") == 0;
+}
+
+bool keep_freed_memory() {
+#if defined(__GLIBC__)
+  return ::mallopt(M_MMAP_MAX, 0) == 1 && ::mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max()) == 1;
+#else
+  return false;
+#endif
 }
 
 ThreadPlan set_threads(int threads) {
