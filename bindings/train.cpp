@@ -185,7 +185,7 @@ int optimizer_step(lua_State* L) {
 }
 
 int optimizer_zero_grad(lua_State* L) {
-  optimizer_at(L, 1).optimizer->zero_grad();
+  train::clear_gradients(*optimizer_at(L, 1).optimizer);
   return 0;
 }
 

@@ -186,6 +186,11 @@ void LrScheduler::apply() {
   for (auto& group : optimizer_.param_groups()) group.options().set_lr(lr);
 }
 
+void clear_gradients(torch::optim::Optimizer& optimizer) {
+  for (auto& group : optimizer.param_groups())
+    for (auto& parameter : group.params()) parameter.mutable_grad().reset();
+}
+
 double clip_grad_norm(const std::vector<torch::Tensor>& parameters, double max_norm) {
   std::vector<torch::Tensor> with_grad;
   for (const auto& p : parameters)

@@ -94,6 +94,12 @@ class LrScheduler {
 
 // ---- gradients ----
 
+// Drops the gradients of the optimiser's parameters (PyTorch 2's zero_grad(set_to_none=True), its default; LibTorch
+// 1.13's zero_grad() fills zeros). The next backward then hands each parameter its gradient instead of adding it to
+// a zeroed tensor: a pass less over every gradient, and none to clear them. A parameter that backward does not
+// reach keeps no gradient, and AdamW leaves it alone, as PyTorch 2 does.
+void clear_gradients(torch::optim::Optimizer& optimizer);
+
 // Clips the global L2 norm of the gradients of `parameters` to max_norm (torch::nn::utils::clip_grad_norm_) and
 // returns the norm before clipping. Parameters without a gradient are ignored.
 double clip_grad_norm(const std::vector<torch::Tensor>& parameters, double max_norm);
