@@ -42,6 +42,15 @@ torch::Tensor extended_attention_mask(const torch::Tensor& attention_mask, torch
 
 namespace {
 
+// A Linear over the last dimension as one addmm on [rows, in] (PyTorch 2's at::linear does the same for contiguous
+// inputs of more than two dimensions): the bias goes into the matrix product rather than a pass of its own.
+torch::Tensor linear_addmm(nn::Linear& layer, const torch::Tensor& x) {
+  if (x.dim() < 3 || !x.is_contiguous() || !layer->bias.defined()) return layer->forward(x);
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape.back() = layer->weight.size(0);
+  return torch::addmm(layer->bias, x.view({-1, x.size(-1)}), layer->weight.t()).view(shape);
+}
+
 void check_ids(const torch::Tensor& ids, int64_t limit, const char* what, const char* limit_name) {
   if (ids.scalar_type() != torch::kLong && ids.scalar_type() != torch::kInt)
     fail("{} must be an integer tensor, not {}", what, c10::toString(ids.scalar_type()));
@@ -107,9 +116,9 @@ torch::Tensor BertSelfAttentionImpl::forward(const torch::Tensor& hidden_states,
   const auto split_heads = [&](const torch::Tensor& x) {
     return x.view({batch, seq, num_heads, head_size}).permute({0, 2, 1, 3});
   };
-  const torch::Tensor q = split_heads(query(hidden_states));
-  const torch::Tensor k = split_heads(key(hidden_states));
-  const torch::Tensor v = split_heads(value(hidden_states));
+  const torch::Tensor q = split_heads(linear_addmm(query, hidden_states));
+  const torch::Tensor k = split_heads(linear_addmm(key, hidden_states));
+  const torch::Tensor v = split_heads(linear_addmm(value, hidden_states));
   // HF's operations in HF's order; in place, because the [batch, heads, seq, seq] scores are the largest
   // activations and matmul's backward does not need its output.
   torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2));
@@ -129,7 +138,7 @@ BertResidualOutputImpl::BertResidualOutputImpl(int64_t in_features, const BertCo
 }
 
 torch::Tensor BertResidualOutputImpl::forward(const torch::Tensor& hidden_states, const torch::Tensor& residual) {
-  return LayerNorm(dropout(dense(hidden_states)) + residual);
+  return LayerNorm(dropout(linear_addmm(dense, hidden_states)) + residual);
 }
 
 BertAttentionImpl::BertAttentionImpl(const BertConfig& config) {
@@ -146,7 +155,7 @@ BertIntermediateImpl::BertIntermediateImpl(const BertConfig& config) : activatio
 }
 
 torch::Tensor BertIntermediateImpl::forward(const torch::Tensor& hidden_states) {
-  return bert_activation(activation, dense(hidden_states));
+  return bert_activation(activation, linear_addmm(dense, hidden_states));
 }
 
 BertLayerImpl::BertLayerImpl(const BertConfig& config) {
