@@ -4,7 +4,12 @@
 // embedding gradient) counts against it.
 //
 //   bench_train_step [--steps N] [--warmup N] [--batch N] [--seq-lengths 128,32] [--layers N]
-//                    [--intra-op-threads N] [--blas-threads N] [--dropout P]
+//                    [--intra-op-threads N] [--blas-threads N] [--dropout P] [--profile PREFIX]
+//                    [--keep-freed-memory 1|0]
+//
+// --profile writes one more step per sequence length as a Chrome trace, PREFIX-seqN.json (torch's legacy
+// profiler: every operator with its time, for finding what is not a matrix product). --keep-freed-memory 0 leaves
+// glibc's malloc as it comes (twostage keeps freed memory for reuse: runtime::keep_freed_memory).
 #include <dlfcn.h>
 #include <sys/resource.h>
 
@@ -15,11 +20,14 @@
 #include <string>
 #include <vector>
 
+#include <torch/csrc/autograd/profiler.h>
 #include <torch/torch.h>
 
 #include "core/parallel.h"
 #include "model/bert.h"
+#include "runtime/environment.h"
 #include "train/fused_adamw.h"
+#include "train/optim.h"
 
 namespace {
 
@@ -32,12 +40,15 @@ struct Options {
   int intra_op_threads = 1;
   int blas_threads = 2;
   double dropout = 0.1;  // hidden and attention dropout; 0 shows what dropout costs
+  std::string profile;   // trace file prefix; empty: no trace
+  bool keep_freed_memory = true;
 };
 
 [[noreturn]] void usage(const char* message) {
   std::fprintf(stderr,
                "%s\nusage: bench_train_step [--steps N] [--warmup N] [--batch N] [--seq-lengths 128,32] "
-               "[--layers N] [--intra-op-threads N] [--blas-threads N] [--dropout P]\n",
+               "[--layers N] [--intra-op-threads N] [--blas-threads N] [--dropout P] [--profile PREFIX] "
+               "[--keep-freed-memory 1|0]\n",
                message);
   std::exit(2);
 }
@@ -55,6 +66,8 @@ Options parse(int argc, char** argv) {
     else if (flag == "--intra-op-threads") options.intra_op_threads = std::stoi(value);
     else if (flag == "--blas-threads") options.blas_threads = std::stoi(value);
     else if (flag == "--dropout") options.dropout = std::stod(value);
+    else if (flag == "--profile") options.profile = value;
+    else if (flag == "--keep-freed-memory") options.keep_freed_memory = value != "0";
     else if (flag == "--seq-lengths") {
       options.seq_lengths.clear();
       std::size_t start = 0;
@@ -165,10 +178,11 @@ int main(int argc, char** argv) {
   const Options options = parse(argc, argv);
   at::set_num_threads(options.intra_op_threads);
   const bool blas_set = set_blas_threads(options.blas_threads);
-  std::printf("threads: intra-op %d, OpenBLAS %s, twostage's own loops (dropout, AdamW) %d\n",
+  const bool keeps_freed_memory = options.keep_freed_memory && ts::runtime::keep_freed_memory();
+  std::printf("threads: intra-op %d, OpenBLAS %s, twostage's own loops (dropout, AdamW) %d; freed memory %s\n",
               options.intra_op_threads,
               blas_set ? std::to_string(options.blas_threads).c_str() : "(not found; BLAS default)",
-              ts::worker_threads());
+              ts::worker_threads(), keeps_freed_memory ? "kept for reuse" : "returned (glibc's defaults)");
 
   ts::BertConfig config;  // bert-base-uncased shapes
   config.num_hidden_layers = options.layers;
@@ -202,7 +216,7 @@ int main(int argc, char** argv) {
         if (timing_phases) phase_seconds[phase] += seconds_since(start);
         start = std::chrono::steady_clock::now();
       };
-      optimizer.zero_grad();
+      ts::train::clear_gradients(optimizer);
       const auto out = model->forward(ids, mask);
       const torch::Tensor loss = torch::nn::functional::cross_entropy(out.logits, labels);
       lap(0);
@@ -241,6 +255,14 @@ int main(int argc, char** argv) {
         100.0 * model_rate / reference_rate, flops / 1e9, peak_rss_mib());
     std::printf("          per step: forward %.3f s, backward %.3f s, clip + AdamW %.3f s (means)\n",
                 phase_seconds[0] / options.steps, phase_seconds[1] / options.steps, phase_seconds[2] / options.steps);
+    if (!options.profile.empty()) {
+      const std::string path = options.profile + "-seq" + std::to_string(seq) + ".json";
+      {
+        torch::autograd::profiler::RecordProfile trace(path);
+        step();
+      }
+      std::printf("          trace of one more step: %s\n", path.c_str());
+    }
     std::fflush(stdout);
   }
   return 0;
