@@ -222,7 +222,7 @@ int main(int argc, char** argv) {
       lap(0);
       loss.backward();
       lap(1);
-      torch::nn::utils::clip_grad_norm_(model->parameters(), 1.0);
+      ts::train::clip_grad_norm(model->parameters(), 1.0);
       optimizer.step();
       lap(2);
     };

@@ -196,7 +196,16 @@ double clip_grad_norm(const std::vector<torch::Tensor>& parameters, double max_n
   for (const auto& p : parameters)
     if (p.grad().defined()) with_grad.push_back(p);
   if (with_grad.empty()) return 0.0;
-  return torch::nn::utils::clip_grad_norm_(with_grad, max_norm);
+  // torch::nn::utils::clip_grad_norm_'s arithmetic, except that it multiplies every gradient by the clamped
+  // coefficient even when that is 1, a pass over all gradients that changes nothing.
+  std::vector<torch::Tensor> norms;
+  norms.reserve(with_grad.size());
+  for (const auto& p : with_grad) norms.push_back(p.grad().norm(2));
+  const torch::Tensor total = norms.size() == 1 ? norms[0] : torch::stack(norms).norm(2);
+  const torch::Tensor coefficient = torch::clamp(max_norm / (total + 1e-6), c10::nullopt, 1.0);
+  if (coefficient.item<double>() < 1.0)
+    for (auto& p : with_grad) p.grad().mul_(coefficient);
+  return total.item<double>();
 }
 
 GradientAccumulator::GradientAccumulator(int64_t steps) : steps_(steps) {

@@ -100,6 +100,27 @@ TEST_CASE("schedules follow transformers' semantics", "[optim]") {
   CHECK(schedule_kind_from_name("cosine") == ScheduleKind::Cosine);
 }
 
+TEST_CASE("clip_grad_norm gives torch's norm and gradients, bit for bit", "[optim]") {
+  for (const double max_norm : {0.5, 100.0}) {  // clipping, and a norm already under the limit
+    torch::manual_seed(4);
+    const std::vector<torch::Tensor> ours = {torch::randn({7, 5}).requires_grad_(true),
+                                             torch::randn({5}).requires_grad_(true),
+                                             torch::randn({3}).requires_grad_(true)};
+    std::vector<torch::Tensor> theirs;
+    for (const auto& p : ours) theirs.push_back(p.detach().clone().requires_grad_(true));
+    const auto loss = [](const std::vector<torch::Tensor>& p) { return p[0].sum(1).pow(2).sum() + p[1].exp().sum(); };
+    loss(ours).backward();
+    loss(theirs).backward();
+    const double norm = clip_grad_norm(ours, max_norm);  // ours[2] has no gradient: ignored
+    const double expected = torch::nn::utils::clip_grad_norm_({theirs[0], theirs[1]}, max_norm);
+    CHECK(norm == expected);
+    CHECK(torch::equal(ours[0].grad(), theirs[0].grad()));
+    CHECK(torch::equal(ours[1].grad(), theirs[1].grad()));
+    CHECK_FALSE(ours[2].grad().defined());
+    if (max_norm < 1) CHECK(ours[0].grad().norm().item<double>() < norm);  // it did clip
+  }
+}
+
 TEST_CASE("AdamW with a per-step linear schedule, clipping, accumulation", "[optim]") {
   auto w = torch::ones({3}, torch::kFloat32).requires_grad_(true);
   OptimizerConfig config;
