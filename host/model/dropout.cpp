@@ -25,7 +25,9 @@ inline uint32_t lowbias32(uint32_t x) {
 // out[i] = in[i] · (bits(i) ≥ threshold ? scale : 0) for i in [begin, end), where bits(i), element i's 32 random
 // bits, hash the 64-bit seed and i in two rounds. The multiply (not a select) keeps torch's input * noise: a NaN or
 // inf dropped still gives NaN. Forward and backward both call this, so backward needs only the seed, not a mask.
+#if defined(__x86_64__) && defined(__GNUC__)
 __attribute__((target_clones("avx2", "default")))
+#endif
 void masked_scale(float* out, const float* in, int64_t begin, int64_t end, uint64_t seed, uint32_t threshold,
                   float scale) {
   const auto seed_low = static_cast<uint32_t>(seed);
@@ -78,8 +80,8 @@ struct DropoutFunction : torch::autograd::Function<DropoutFunction> {
     const torch::Tensor grad = grad_outputs[0].contiguous();
     torch::Tensor grad_input = torch::empty_like(grad);
     scale_kept(grad_input, grad, static_cast<uint64_t>(context->saved_data["seed"].toInt()),
-          static_cast<uint32_t>(context->saved_data["threshold"].toInt()),
-          static_cast<float>(context->saved_data["scale"].toDouble()));
+               static_cast<uint32_t>(context->saved_data["threshold"].toInt()),
+               static_cast<float>(context->saved_data["scale"].toDouble()));
     return {grad_input, torch::Tensor()};
   }
 
