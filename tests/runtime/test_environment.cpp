@@ -1,0 +1,27 @@
+// The process environment a run sets up: here, the allocator keeping freed memory.
+#include <catch2/catch.hpp>
+
+#include <malloc.h>
+
+#include <cstdlib>
+
+#include "runtime/environment.h"
+
+#if defined(__GLIBC__)
+TEST_CASE("keep_freed_memory serves large blocks from the heap and keeps them when freed", "[runtime]") {
+  constexpr std::size_t kBlock = 64 << 20;  // above glibc's largest mmap threshold: always its own mapping by default
+  const auto mapped_before = ::mallinfo2().hblks;
+  void* mapped = std::malloc(kBlock);
+  REQUIRE(mapped);
+  CHECK(::mallinfo2().hblks == mapped_before + 1);  // glibc as it comes: a mapping of its own
+  std::free(mapped);
+
+  REQUIRE(ts::runtime::keep_freed_memory());
+  void* block = std::malloc(kBlock);
+  REQUIRE(block);
+  CHECK(::mallinfo2().hblks == mapped_before);  // from the heap
+  std::free(block);
+  // Freed, it stays in the heap for the next allocation: the free top of the heap is not given back.
+  CHECK(::mallinfo2().keepcost >= kBlock);
+}
+#endif
