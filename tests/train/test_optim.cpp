@@ -100,6 +100,23 @@ TEST_CASE("schedules follow transformers' semantics", "[optim]") {
   CHECK(schedule_kind_from_name("cosine") == ScheduleKind::Cosine);
 }
 
+TEST_CASE("clear_gradients drops gradients, and the next backward gives them whole", "[optim]") {
+  auto w = torch::tensor({1.0f, -2.0f}).requires_grad_(true);
+  auto unused = torch::ones({3}).requires_grad_(true);
+  OptimizerConfig config;
+  auto optimizer = make_optimizer({w, unused}, config);
+  (w * w).sum().backward();
+  (w * w).sum().backward();  // accumulates: 4w
+  CHECK(torch::equal(w.grad(), 4 * w.detach()));
+  clear_gradients(*optimizer);
+  CHECK_FALSE(w.grad().defined());
+  (w * w).sum().backward();
+  CHECK(torch::equal(w.grad(), 2 * w.detach()));  // not added to the old one
+  CHECK_FALSE(unused.grad().defined());
+  optimizer->step();
+  CHECK(torch::equal(unused, torch::ones({3})));  // no gradient: AdamW leaves it alone
+}
+
 TEST_CASE("clip_grad_norm gives torch's norm and gradients, bit for bit", "[optim]") {
   for (const double max_norm : {0.5, 100.0}) {  // clipping, and a norm already under the limit
     torch::manual_seed(4);
