@@ -7,7 +7,8 @@
 
 #include "runtime/environment.h"
 
-#if defined(__GLIBC__) && __GLIBC_PREREQ(2, 33)  // mallinfo2
+#if defined(__GLIBC__)
+#if __GLIBC_PREREQ(2, 33)  // mallinfo2
 TEST_CASE("keep_freed_memory serves large blocks from the heap and keeps them when freed", "[runtime]") {
   constexpr std::size_t kBlock = 64 << 20;  // above glibc's largest mmap threshold: always its own mapping by default
   const auto mapped_before = ::mallinfo2().hblks;
@@ -24,4 +25,5 @@ TEST_CASE("keep_freed_memory serves large blocks from the heap and keeps them wh
   // Freed, it stays in the heap for the next allocation: the free top of the heap is not given back.
   CHECK(::mallinfo2().keepcost >= kBlock);
 }
+#endif
 #endif
