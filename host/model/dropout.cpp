@@ -65,13 +65,9 @@ struct DropoutFunction : torch::autograd::Function<DropoutFunction> {
     const torch::Tensor x = input.contiguous();
     torch::Tensor out = torch::empty_like(x);
     const uint64_t seed = draw_seed();
-    // p · 2^32, clamped below 2^32: p = 1 never gets here.
-    const auto threshold = static_cast<uint32_t>(std::min<double>(std::llround(p * 4294967296.0), 4294967295.0));
-    const float scale = 1.0f / static_cast<float>(1.0 - p);  // torch's noise.div_(1 − p), in float
-    scale_kept(out, x, seed, threshold, scale);
+    scale_kept(out, x, seed, p);
     context->saved_data["seed"] = static_cast<int64_t>(seed);
-    context->saved_data["threshold"] = static_cast<int64_t>(threshold);
-    context->saved_data["scale"] = static_cast<double>(scale);
+    context->saved_data["p"] = p;
     return out;
   }
 
@@ -80,12 +76,15 @@ struct DropoutFunction : torch::autograd::Function<DropoutFunction> {
     const torch::Tensor grad = grad_outputs[0].contiguous();
     torch::Tensor grad_input = torch::empty_like(grad);
     scale_kept(grad_input, grad, static_cast<uint64_t>(context->saved_data["seed"].toInt()),
-               static_cast<uint32_t>(context->saved_data["threshold"].toInt()),
-               static_cast<float>(context->saved_data["scale"].toDouble()));
+               context->saved_data["p"].toDouble());
     return {grad_input, torch::Tensor()};
   }
 
-  static void scale_kept(torch::Tensor& out, const torch::Tensor& in, uint64_t seed, uint32_t threshold, float scale) {
+  // out = in with the mask of `seed` at probability p (p < 1) applied.
+  static void scale_kept(torch::Tensor& out, const torch::Tensor& in, uint64_t seed, double p) {
+    // p · 2^32, clamped below 2^32 for a p just under 1.
+    const auto threshold = static_cast<uint32_t>(std::min<double>(std::llround(p * 4294967296.0), 4294967295.0));
+    const float scale = 1.0f / static_cast<float>(1.0 - p);  // torch's noise.div_(1 − p), in float
     float* out_data = out.data_ptr<float>();
     const float* in_data = in.data_ptr<float>();
     parallel_ranges(in.numel(), kGrain, [&](int64_t begin, int64_t end) {
