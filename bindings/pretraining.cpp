@@ -66,21 +66,27 @@ int method_save(lua_State* L) {
   return 0;
 }
 
+// A masker batch ({input_ids, attention_mask, labels[, words]}) at `index`.
+train::MaskedBatch to_masked_batch(lua_State* L, int index) {
+  luaL_checktype(L, index, LUA_TTABLE);
+  train::MaskedBatch batch;
+  lua_getfield(L, index, "input_ids");
+  batch.input_ids = check_tensor(L, -1);
+  lua_getfield(L, index, "attention_mask");
+  batch.attention_mask = check_tensor(L, -1);
+  lua_getfield(L, index, "labels");
+  batch.labels = check_tensor(L, -1);
+  lua_getfield(L, index, "words");
+  if (!lua_isnil(L, -1)) batch.words = check_tensor(L, -1);
+  lua_pop(L, 4);
+  return batch;
+}
+
 // loss(batch[, {bag_of_words = 0}]) -> loss tensor, correct, count, masked-LM loss, bag-of-words loss (or nil):
 // cross-entropy over the masked positions of a masker batch, plus the weighted [CLS] bag-of-words loss.
 int method_loss(lua_State* L) {
   auto& model = self(L).module;
-  luaL_checktype(L, 2, LUA_TTABLE);
-  train::MaskedBatch batch;
-  lua_getfield(L, 2, "input_ids");
-  batch.input_ids = check_tensor(L, -1);
-  lua_getfield(L, 2, "attention_mask");
-  batch.attention_mask = check_tensor(L, -1);
-  lua_getfield(L, 2, "labels");
-  batch.labels = check_tensor(L, -1);
-  lua_getfield(L, 2, "words");
-  if (!lua_isnil(L, -1)) batch.words = check_tensor(L, -1);
-  lua_pop(L, 4);
+  const auto batch = to_masked_batch(L, 2);
   const auto result = train::masked_lm_loss(model, batch, opt_number_field(L, 3, "bag_of_words").value_or(0.0));
   push_tensor(L, result.loss);
   lua_pushnumber(L, static_cast<lua_Number>(result.correct));
@@ -91,6 +97,32 @@ int method_loss(lua_State* L) {
   else
     lua_pushnil(L);
   return 5;
+}
+
+// replaced_token_loss(batch, generator[, {weight = 50, seed = 0}]) -> loss tensor, {masked_lm, correct, count,
+// detection, detected, tokens, replaced}: ELECTRA's replaced-token detection with a frozen generator (see
+// train/mlm.h); `seed` fixes the generator's draws.
+int method_replaced_token_loss(lua_State* L) {
+  auto& model = self(L).module;
+  const auto batch = to_masked_batch(L, 2);
+  auto& generator = check<MaskedLM>(L, 3, kMaskedLMType).module;
+  const auto weight = opt_number_field(L, 4, "weight").value_or(50.0);
+  const auto seed = static_cast<uint64_t>(opt_number_field(L, 4, "seed").value_or(0));
+  const auto result = train::replaced_token_loss(model, generator, batch, weight, seed);
+  push_tensor(L, result.loss);
+  lua_createtable(L, 0, 7);
+  const auto set = [L](const char* name, double value) {
+    lua_pushnumber(L, value);
+    lua_setfield(L, -2, name);
+  };
+  set("masked_lm", result.masked_lm.item<double>());
+  set("correct", static_cast<double>(result.correct));
+  set("count", static_cast<double>(result.count));
+  set("detection", result.detection.item<double>());
+  set("detected", static_cast<double>(result.detected));
+  set("tokens", static_cast<double>(result.tokens));
+  set("replaced", static_cast<double>(result.replaced));
+  return 2;
 }
 
 // ---- corpus and masking ------------------------------------------------------------------------------------------
@@ -197,6 +229,7 @@ void open(lua_State* L) {
                                            {"config", guarded<method_config>},
                                            {"save", guarded<method_save>},
                                            {"loss", guarded<method_loss>},
+                                           {"replaced_token_loss", guarded<method_replaced_token_loss>},
                                            {nullptr, nullptr}};
   define_type(L, kMaskedLMType, model_methods, nullptr);
   static const luaL_Reg corpus_methods[] = {{"split", guarded<corpus_split>},

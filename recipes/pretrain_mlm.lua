@@ -24,6 +24,9 @@ local settings = ts.settings {
   whole_word = { false, "select whole words (a token and its ## pieces) together" },
   cls_bag_of_words = { 0, "weight of a sentence-level task for [CLS]: predict every word of its block through the "
                           .. "masked-LM head (0: masked-LM only)", type = "number" },
+  generator = { "", "a masked-LM model folder: train by replaced-token detection (ELECTRA) with it as the frozen "
+                   .. "generator, plus masked-LM at the replaced positions (empty: masked-LM only)" },
+  detection_weight = { 50, "weight of the replaced-token detection loss (ELECTRA's lambda)", type = "number" },
   heldout_fraction = { 0.01, "share of blocks held out for the masked-LM loss and accuracy", type = "number" },
   eval_every = { 250, "steps between held-out evaluations" },
   save_every = { 250, "steps between checkpoints" },
@@ -71,6 +74,11 @@ else
   }, { device = settings.device })
 end
 ts.log("model", string.format("%d parameters", model:num_parameters()), { config = model:config() })
+local generator = settings.generator ~= "" and ts.masked_lm(settings.generator, { device = settings.device }) or nil
+if generator and settings.cls_bag_of_words > 0 then error("cls_bag_of_words and generator do not combine") end
+
+-- The generator's draws, as a function of (seed, step) like the masks; held-out draws of the held-out seed.
+local function draw_seed(seed, step) return seed * 1000003 + step + 0x5eed end
 
 -- Held-out masks are drawn per group of blocks: a fixed group size, not batch_size, keeps them (and so the figures)
 -- the same in every run with the same heldout_seed.
@@ -81,6 +89,7 @@ local objective = { bag_of_words = settings.cls_bag_of_words }
 local function evaluate()
   model:eval()
   local loss_sum, correct, count, bag_of_words_sum = 0, 0, 0, 0
+  local detection_sum, detected, tokens = 0, 0, 0
   ts.no_grad(function()
     for first = 0, #heldout - 1, heldout_group do
       local batch = masker:range(heldout, first, heldout_group, settings.heldout_seed)
@@ -88,6 +97,12 @@ local function evaluate()
       loss_sum = loss_sum + masked_lm * batch_count
       correct, count = correct + batch_correct, count + batch_count
       bag_of_words_sum = bag_of_words_sum + (bag_of_words or 0) * batch.size
+      if generator then
+        local _, figures = model:replaced_token_loss(batch, generator,
+          { weight = settings.detection_weight, seed = draw_seed(settings.heldout_seed, first) })
+        detection_sum = detection_sum + figures.detection * figures.tokens
+        detected, tokens = detected + figures.detected, tokens + figures.tokens
+      end
     end
   end)
   model:train()
@@ -98,6 +113,11 @@ local function evaluate()
   if settings.cls_bag_of_words > 0 then
     result.bag_of_words = bag_of_words_sum / math.max(1, #heldout)
     line = line .. string.format("; [CLS] bag-of-words loss %.4f", result.bag_of_words)
+  end
+  if generator then
+    result.detection, result.detection_accuracy = detection_sum / math.max(1, tokens), detected / math.max(1, tokens)
+    line = line .. string.format("; replaced-token detection loss %.4f, accuracy %.4f", result.detection,
+      result.detection_accuracy)
   end
   state.evaluations[#state.evaluations + 1] = result
   ts.log("heldout", line, result)
@@ -130,7 +150,15 @@ model:train()
 while state.step < settings.steps do
   local batch = masker:batch(corpus, state.step, settings.batch_size, settings.seed)
   ts.manual_seed(settings.seed * 1000003 + state.step)  -- dropout, as a function of the step
-  local loss, _, _, masked_lm, bag_of_words = model:loss(batch, objective)
+  local loss, masked_lm, bag_of_words, detection, _
+  if generator then
+    local figures
+    loss, figures = model:replaced_token_loss(batch, generator,
+      { weight = settings.detection_weight, seed = draw_seed(settings.seed, state.step) })
+    masked_lm, detection = figures.masked_lm, figures.detection
+  else
+    loss, _, _, masked_lm, bag_of_words = model:loss(batch, objective)
+  end
   loss:backward()
   optimizer:clip_grad_norm(settings.clip)
   optimizer:step()
@@ -145,8 +173,11 @@ while state.step < settings.steps do
     if bag_of_words then
       line = line .. string.format(" (masked-LM %.4f, bag-of-words %.4f)", masked_lm, bag_of_words)
     end
+    if detection then
+      line = line .. string.format(" (masked-LM %.4f, replaced-token detection %.4f)", masked_lm, detection)
+    end
     ts.log("train", line, { step = state.step, loss = value, masked_lm = masked_lm, bag_of_words = bag_of_words,
-      lr = optimizer:lr() })
+      detection = detection, lr = optimizer:lr() })
   end
   if state.step % settings.eval_every == 0 then evaluate() end
   if state.step % settings.save_every == 0 then save_checkpoint() end
@@ -164,7 +195,8 @@ model:save(run_dir .. "/model", { fp16 = settings.fp16, tokenizer = tokenizer })
 local tokens_per_step = settings.batch_size * settings.max_length
 ts.write_file(run_dir .. "/metrics.json", ts.json_encode({
   steps = state.step, heldout_loss = final.loss, heldout_accuracy = final.accuracy,
-  heldout_bag_of_words = final.bag_of_words,
+  heldout_bag_of_words = final.bag_of_words, heldout_detection = final.detection,
+  heldout_detection_accuracy = final.detection_accuracy,
   training_blocks = #corpus, training_tokens = corpus:tokens(), heldout_blocks = #heldout,
   tokens_seen_at_most = state.step * tokens_per_step, seconds_this_run = ts.clock() - started,
   evaluations = state.evaluations, losses = state.losses,

@@ -4,6 +4,8 @@
 #include <numeric>
 #include <random>
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include "core/error.h"
 #include "data/sampling.h"
 
@@ -170,6 +172,68 @@ MaskedLMLoss masked_lm_loss(BertForMaskedLM& model, const MaskedBatch& batch, do
     out.bag_of_words = -log_probabilities.gather(1, words.clamp_min(0)).masked_select(words.ne(-100)).mean();
     out.loss = out.loss + bag_of_words_weight * out.bag_of_words;
   }
+  return out;
+}
+
+ReplacedTokenLoss replaced_token_loss(BertForMaskedLM& model, BertForMaskedLM& generator, const MaskedBatch& batch,
+                                      double detection_weight, uint64_t seed) {
+  if (detection_weight < 0) fail("replaced-token detection weight {} must be >= 0", detection_weight);
+  if (generator->config.vocab_size != model->config.vocab_size)
+    fail("the generator's vocabulary has {} tokens, the model's {}", generator->config.vocab_size,
+         model->config.vocab_size);
+  const auto device = model->parameters().front().device();
+  const auto input_ids = batch.input_ids.to(device);
+  const auto attention_mask = batch.attention_mask.to(device);
+  const auto labels = batch.labels.to(device).reshape({-1});
+  const auto selected = labels.ne(-100).nonzero().squeeze(1);
+  const auto original = torch::where(labels.ne(-100), labels, input_ids.reshape({-1}));
+
+  auto seen = input_ids.reshape({-1}).clone();
+  if (selected.numel() > 0) {
+    torch::NoGradGuard no_grad;
+    const bool was_training = generator->is_training();
+    generator->eval();
+    const auto generator_device = generator->parameters().front().device();
+    const auto hidden = generator->bert->forward(input_ids.to(generator_device), attention_mask.to(generator_device))
+                            .last_hidden_state;
+    const auto logits =
+        generator->cls(hidden.reshape({-1, hidden.size(-1)}).index_select(0, selected.to(generator_device)));
+    // Gumbel-max: argmax(logits + Gumbel noise) is a draw from softmax(logits). The noise comes from its own
+    // generator, so a draw depends on the seed alone, as the masks do.
+    auto noise_generator = at::detail::createCPUGenerator(seed);
+    const auto uniform = torch::rand(logits.sizes(), noise_generator, torch::kFloat32);
+    const auto gumbel = -torch::log(-torch::log(uniform));
+    const auto sampled = (logits.to(torch::kCPU) + gumbel).argmax(-1).to(device);
+    seen.index_put_({selected}, sampled);
+    generator->train(was_training);
+  }
+  const auto is_original = seen.eq(original);
+  const auto real = attention_mask.reshape({-1}).ne(0).nonzero().squeeze(1);
+
+  const auto hidden =
+      model->bert->forward(seen.reshape(input_ids.sizes()), attention_mask).last_hidden_state;
+  auto head = model->cls->predictions;
+  const auto transformed = head->transform(hidden.reshape({-1, hidden.size(-1)}));
+  ReplacedTokenLoss out;
+  out.count = selected.numel();
+  if (out.count == 0) {
+    out.masked_lm = transformed.sum() * 0.0;  // keeps the graph; nothing was selected in this batch
+  } else {
+    const auto logits = torch::linear(transformed.index_select(0, selected), head->decoder_weight, head->bias);
+    const auto targets = labels.index_select(0, selected);
+    out.masked_lm = torch::nn::functional::cross_entropy(logits, targets);
+    out.correct = logits.argmax(-1).eq(targets).sum().item<int64_t>();
+  }
+  // The logit of each seen token alone: its embedding row, not the whole vocabulary.
+  const auto seen_real = seen.index_select(0, real);
+  const auto scores = (transformed.index_select(0, real) * head->decoder_weight.index_select(0, seen_real)).sum(-1) +
+                      head->bias.index_select(0, seen_real);
+  const auto targets = is_original.index_select(0, real).to(scores.dtype());
+  out.detection = torch::binary_cross_entropy_with_logits(scores, targets);
+  out.tokens = real.numel();
+  out.replaced = out.tokens - targets.sum().item<int64_t>();
+  out.detected = scores.gt(0).eq(targets.gt(0.5)).sum().item<int64_t>();
+  out.loss = out.masked_lm + detection_weight * out.detection;
   return out;
 }
 

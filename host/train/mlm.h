@@ -78,4 +78,29 @@ struct MaskedLMLoss {
 // BertForMaskedLM layout.
 MaskedLMLoss masked_lm_loss(BertForMaskedLM& model, const MaskedBatch& batch, double bag_of_words_weight = 0.0);
 
+struct ReplacedTokenLoss {
+  torch::Tensor loss;       // masked-LM + detection_weight × detection
+  torch::Tensor masked_lm;  // cross-entropy of the original tokens at the selected positions, seen replaced
+  torch::Tensor detection;  // mean binary cross-entropy of "original or replaced" over the blocks' tokens
+  int64_t correct = 0;      // selected positions whose top prediction is the original token
+  int64_t count = 0;        // selected positions
+  int64_t detected = 0;     // tokens rightly called original or replaced
+  int64_t tokens = 0;       // tokens (padding excluded)
+  int64_t replaced = 0;     // tokens the generator changed
+};
+
+// ELECTRA's replaced-token detection (Clark et al., 2020), with a frozen generator and no new weights.
+//
+// A generator (a masked-LM model, in eval mode and without gradients) fills every selected position of `batch` with a
+// token sampled from its prediction (Gumbel-max, seeded by `seed`); the model reads the result and, at every token,
+// tells original from replaced. Masked-LM learns from the 15% of positions it predicts; detection learns from all
+// of them, which is why it gets further in the same compute.
+//
+// The detection score of a token is the model's masked-LM logit for the token it sees (the transformed hidden state
+// against that token's tied embedding, plus its decoder bias): high when the token fits its context. So the model
+// keeps the BertForMaskedLM layout, and the masked-LM loss at the selected positions (predicting the original from
+// the replaced text) trains the same head to agree.
+ReplacedTokenLoss replaced_token_loss(BertForMaskedLM& model, BertForMaskedLM& generator, const MaskedBatch& batch,
+                                      double detection_weight, uint64_t seed);
+
 }  // namespace ts::train
