@@ -222,8 +222,7 @@ int main(int argc, char** argv) {
       lap(0);
       loss.backward();
       lap(1);
-      ts::train::clip_grad_norm(model->parameters(), 1.0);
-      optimizer.step();
+      ts::train::clip_grad_norm_and_step(optimizer, model->parameters(), 1.0);
       lap(2);
     };
     ReferenceWorkload reference(config, options.batch, seq);

@@ -179,8 +179,15 @@ int optimizer_new(lua_State* L) {
   return 1;
 }
 
+// step([{clip = max_norm}]) -> nothing, or with clip the global gradient norm before clipping: clip_grad_norm then
+// step, in one pass over the gradients (which are left unclipped)
 int optimizer_step(lua_State* L) {
-  optimizer_at(L, 1).optimizer->step();
+  auto& optimizer = optimizer_at(L, 1);
+  if (const auto clip = opt_number_field(L, 2, "clip")) {
+    lua_pushnumber(L, train::clip_grad_norm_and_step(*optimizer.optimizer, optimizer.parameters, *clip));
+    return 1;
+  }
+  optimizer.optimizer->step();
   return 0;
 }
 

@@ -160,8 +160,7 @@ while state.step < settings.steps do
     loss, _, _, masked_lm, bag_of_words = model:loss(batch, objective)
   end
   loss:backward()
-  optimizer:clip_grad_norm(settings.clip)
-  optimizer:step()
+  optimizer:step { clip = settings.clip }
   schedule:step()
   optimizer:zero_grad()
   state.step = state.step + 1

@@ -15,15 +15,17 @@ struct Coefficients {
   float step_size;    // lr / (1 − β1^t)
   float sqrt_bc2;     // √(1 − β2^t)
   float eps;
+  float gradient_scale;  // clipping's coefficient, applied as torch's mul_ would (a float product)
 };
 
 // The coefficients are copied into locals and the arrays marked __restrict so that the compiler vectorises the
 // loop (CMakeLists: -O3 -fno-math-errno for this file); vector sqrt and division round exactly as the scalar ones.
+template <bool kScaled>
 void update_range(float* __restrict p, const float* __restrict g, float* __restrict m, float* __restrict v,
                   int64_t begin, int64_t end, const Coefficients& coefficients) {
   const Coefficients c = coefficients;
   for (int64_t i = begin; i < end; ++i) {
-    const float grad = g[i];
+    const float grad = kScaled ? g[i] * c.gradient_scale : g[i];
     const float exp_avg = m[i] * c.beta1 + c.one_minus_beta1 * grad;
     const float exp_avg_sq = v[i] * c.beta2 + c.one_minus_beta2 * grad * grad;
     m[i] = exp_avg;
@@ -60,6 +62,17 @@ FusedAdamW::State& FusedAdamW::state_of(const torch::Tensor& parameter) {
   return state;
 }
 
+void FusedAdamW::step_scaled(float gradient_scale) {
+  gradient_scale_ = gradient_scale;
+  try {
+    step();
+  } catch (...) {
+    gradient_scale_ = 1.0f;
+    throw;
+  }
+  gradient_scale_ = 1.0f;
+}
+
 torch::Tensor FusedAdamW::step(LossClosure closure) {
   torch::NoGradGuard no_grad;
   torch::Tensor loss;
@@ -73,8 +86,8 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
     const auto [beta1, beta2] = options.betas();
     for (auto& parameter : group.params()) {
       if (!parameter.grad().defined()) continue;
-      const auto& grad = parameter.grad();
-      if (grad.is_sparse()) fail("AdamW does not support sparse gradients");
+      if (parameter.grad().is_sparse()) fail("AdamW does not support sparse gradients");
+      const bool scaled = gradient_scale_ != 1.0f;
       auto& state = state_of(parameter);
       state.step += 1;
       const double bias_correction1 = 1 - std::pow(beta1, static_cast<double>(state.step));
@@ -82,9 +95,11 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
       const double step_size = lr / bias_correction1;
 
       const bool fusable = parameter.device().is_cpu() && parameter.scalar_type() == torch::kFloat &&
-                           grad.scalar_type() == torch::kFloat && parameter.is_contiguous() && grad.is_contiguous() &&
+                           parameter.grad().scalar_type() == torch::kFloat && parameter.is_contiguous() &&
+                           parameter.grad().is_contiguous() &&
                            state.exp_avg.is_contiguous() && state.exp_avg_sq.is_contiguous();
       if (!fusable) {
+        const auto grad = scaled ? parameter.grad() * gradient_scale_ : parameter.grad();
         parameter.mul_(1 - lr * options.weight_decay());
         state.exp_avg.mul_(beta1).add_(grad, 1 - beta1);
         state.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2);
@@ -99,13 +114,19 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
                            static_cast<float>(1 - beta2),
                            static_cast<float>(step_size),
                            static_cast<float>(std::sqrt(bias_correction2)),
-                           static_cast<float>(options.eps())};
+                           static_cast<float>(options.eps()),
+                           gradient_scale_};
       float* p = parameter.data_ptr<float>();
-      const float* g = grad.data_ptr<float>();
+      const float* g = parameter.grad().data_ptr<float>();
       float* m = state.exp_avg.data_ptr<float>();
       float* v = state.exp_avg_sq.data_ptr<float>();
       const int64_t n = parameter.numel();
-      parallel_ranges(n, kGrain, [&](int64_t begin, int64_t end) { update_range(p, g, m, v, begin, end, c); });
+      parallel_ranges(n, kGrain, [&](int64_t begin, int64_t end) {
+        if (scaled)
+          update_range<true>(p, g, m, v, begin, end, c);
+        else
+          update_range<false>(p, g, m, v, begin, end, c);
+      });
     }
   }
   return loss;

@@ -20,6 +20,9 @@ class FusedAdamW : public torch::optim::Optimizer {
   FusedAdamW(std::vector<torch::optim::OptimizerParamGroup> groups, torch::optim::AdamWOptions defaults);
 
   torch::Tensor step(LossClosure closure = nullptr) override;
+  // One step as if every gradient had first been multiplied by `gradient_scale` (gradient clipping's coefficient),
+  // bit for bit, without that pass over the gradients; they are left as they are.
+  void step_scaled(float gradient_scale);
   // The moments and step counts, by group and position: load() expects the same parameters in the same order.
   void save(torch::serialize::OutputArchive& archive) const override;
   void load(torch::serialize::InputArchive& archive) override;
@@ -31,6 +34,7 @@ class FusedAdamW : public torch::optim::Optimizer {
   };
   State& state_of(const torch::Tensor& parameter);
   std::unordered_map<const void*, State> moments_;
+  float gradient_scale_ = 1.0f;
 };
 
 }  // namespace ts::train

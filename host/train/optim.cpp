@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <unordered_set>
 
 #include "core/error.h"
 #include "train/fused_adamw.h"
@@ -191,21 +192,59 @@ void clear_gradients(torch::optim::Optimizer& optimizer) {
     for (auto& parameter : group.params()) parameter.mutable_grad().reset();
 }
 
-double clip_grad_norm(const std::vector<torch::Tensor>& parameters, double max_norm) {
+namespace {
+
+struct Clipping {
+  double norm = 0.0;
+  torch::Tensor coefficient;  // float32 0-dim, at most 1; undefined when no parameter has a gradient
   std::vector<torch::Tensor> with_grad;
+};
+
+// torch::nn::utils::clip_grad_norm_'s arithmetic.
+Clipping clipping_of(const std::vector<torch::Tensor>& parameters, double max_norm) {
+  Clipping out;
   for (const auto& p : parameters)
-    if (p.grad().defined()) with_grad.push_back(p);
-  if (with_grad.empty()) return 0.0;
-  // torch::nn::utils::clip_grad_norm_'s arithmetic, except that it multiplies every gradient by the clamped
-  // coefficient even when that is 1, a pass over all gradients that changes nothing.
+    if (p.grad().defined()) out.with_grad.push_back(p);
+  if (out.with_grad.empty()) return out;
   std::vector<torch::Tensor> norms;
-  norms.reserve(with_grad.size());
-  for (const auto& p : with_grad) norms.push_back(p.grad().norm(2));
+  norms.reserve(out.with_grad.size());
+  for (const auto& p : out.with_grad) norms.push_back(p.grad().norm(2));
   const torch::Tensor total = norms.size() == 1 ? norms[0] : torch::stack(norms).norm(2);
-  const torch::Tensor coefficient = torch::clamp(max_norm / (total + 1e-6), c10::nullopt, 1.0);
-  if (coefficient.item<double>() < 1.0)
-    for (auto& p : with_grad) p.grad().mul_(coefficient);
-  return total.item<double>();
+  out.coefficient = torch::clamp(max_norm / (total + 1e-6), c10::nullopt, 1.0);
+  out.norm = total.item<double>();
+  return out;
+}
+
+}  // namespace
+
+double clip_grad_norm(const std::vector<torch::Tensor>& parameters, double max_norm) {
+  const auto clipping = clipping_of(parameters, max_norm);
+  // torch multiplies every gradient by the coefficient even when that is 1, a pass that changes nothing.
+  if (clipping.coefficient.defined() && clipping.coefficient.item<double>() < 1.0)
+    for (const auto& p : clipping.with_grad) p.grad().mul_(clipping.coefficient);
+  return clipping.norm;
+}
+
+double clip_grad_norm_and_step(torch::optim::Optimizer& optimizer, const std::vector<torch::Tensor>& parameters,
+                               double max_norm) {
+  auto* fused = dynamic_cast<FusedAdamW*>(&optimizer);
+  // The scaled step scales every gradient the optimiser holds, so only when clipping covers all of them.
+  if (fused) {
+    std::unordered_set<const void*> clipped;
+    for (const auto& p : parameters) clipped.insert(p.unsafeGetTensorImpl());
+    for (const auto& group : optimizer.param_groups())
+      for (const auto& p : group.params())
+        if (p.grad().defined() && !clipped.count(p.unsafeGetTensorImpl())) fused = nullptr;
+  }
+  if (!fused) {
+    const double norm = clip_grad_norm(parameters, max_norm);
+    optimizer.step();
+    return norm;
+  }
+  const auto clipping = clipping_of(parameters, max_norm);
+  const float scale = clipping.coefficient.defined() ? clipping.coefficient.to(torch::kCPU).item<float>() : 1.0f;
+  fused->step_scaled(scale);
+  return clipping.norm;
 }
 
 GradientAccumulator::GradientAccumulator(int64_t steps) : steps_(steps) {

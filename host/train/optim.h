@@ -104,6 +104,13 @@ void clear_gradients(torch::optim::Optimizer& optimizer);
 // returns the norm before clipping. Parameters without a gradient are ignored.
 double clip_grad_norm(const std::vector<torch::Tensor>& parameters, double max_norm);
 
+// clip_grad_norm(parameters, max_norm), then optimizer.step(): the same update, bit for bit. With twostage's AdamW
+// the clipping coefficient goes into the update's single pass instead of a pass of its own over every gradient, and
+// the gradients are left unclipped (they are only read by the step); when `parameters` leave out some of the
+// optimiser's, it clips and steps as two passes. Returns the norm before clipping.
+double clip_grad_norm_and_step(torch::optim::Optimizer& optimizer, const std::vector<torch::Tensor>& parameters,
+                               double max_norm);
+
 // Gradient accumulation over `steps` micro-batches: scale each micro-batch loss by loss_scale(), call
 // micro_step() after backward(); when it returns true, clip, step the optimizer and the schedule, and zero the grads.
 // At the end of an epoch, flush() says whether a partial group is pending (then step once more).

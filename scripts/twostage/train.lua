@@ -180,8 +180,7 @@ function train.fit(model, loader, options)
       local value = loss:item()
       epoch_loss, epoch_batches = epoch_loss + value, epoch_batches + 1
       if pending == accumulate or epoch_batches == batches_per_epoch then
-        if clip then optimizer:clip_grad_norm(clip) end
-        optimizer:step()
+        optimizer:step { clip = clip or nil }
         schedule:step()
         optimizer:zero_grad()
         -- The batch's logits still reach its autograd graph; Lua's collector sees a few bytes per tensor and would

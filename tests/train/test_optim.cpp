@@ -138,6 +138,49 @@ TEST_CASE("clip_grad_norm gives torch's norm and gradients, bit for bit", "[opti
   }
 }
 
+TEST_CASE("clip_grad_norm_and_step is clip_grad_norm then step, bit for bit", "[optim]") {
+  for (const std::string kind : {"adamw", "sgd"}) {
+    for (const double max_norm : {0.5, 1e6}) {  // clipping, and a norm already under the limit
+      for (const bool clip_all : {true, false}) {  // false: one of the optimiser's parameters is left out
+        INFO(kind << ", max_norm " << max_norm << (clip_all ? "" : ", one parameter not clipped"));
+        torch::manual_seed(5);
+        // The first tensor is large enough for the update to be split over threads.
+        const std::vector<torch::Tensor> start = {torch::randn({1200000}), torch::randn({17, 3}), torch::randn({4})};
+        std::vector<torch::Tensor> fused, separate;
+        for (const auto& t : start) {
+          fused.push_back(t.clone().requires_grad_(true));
+          separate.push_back(t.clone().requires_grad_(true));
+        }
+        OptimizerConfig config;
+        config.kind = kind;
+        config.lr = 1e-2;
+        config.weight_decay = 0.1;
+        auto fused_optimizer = make_optimizer(fused, config);
+        auto separate_optimizer = make_optimizer(separate, config);
+        const auto clipped = [&](const std::vector<torch::Tensor>& p) {
+          return clip_all ? p : std::vector<torch::Tensor>{p[0], p[1]};
+        };
+        for (int step = 0; step < 3; ++step) {
+          const auto loss = [](const std::vector<torch::Tensor>& p) {
+            return p[0].pow(2).sum() + p[1].sin().sum() * 3 + p[2].exp().sum();
+          };
+          loss(fused).backward();
+          loss(separate).backward();
+          const double fused_norm = clip_grad_norm_and_step(*fused_optimizer, clipped(fused), max_norm);
+          const double separate_norm = clip_grad_norm(clipped(separate), max_norm);
+          separate_optimizer->step();
+          CHECK(fused_norm == separate_norm);
+          if (max_norm < 1) CHECK(fused_norm > max_norm);  // it did clip
+          for (size_t i = 0; i < fused.size(); ++i) CHECK(torch::equal(fused[i], separate[i]));
+          clear_gradients(*fused_optimizer);
+          clear_gradients(*separate_optimizer);
+        }
+        CHECK_FALSE(torch::equal(fused[0], start[0]));
+      }
+    }
+  }
+}
+
 TEST_CASE("AdamW with a per-step linear schedule, clipping, accumulation", "[optim]") {
   auto w = torch::ones({3}, torch::kFloat32).requires_grad_(true);
   OptimizerConfig config;
