@@ -19,6 +19,7 @@ BertForMaskedLM& check_masked_lm(lua_State* L, int index) { return check<MaskedL
 torch::nn::Module& check_module(lua_State* L, int index) {
   if (auto* classifier = test<Classifier>(L, index, kClassifierType)) return *classifier->module;
   if (auto* masked_lm = test<MaskedLM>(L, index, kMaskedLMType)) return *masked_lm->module;
+  if (auto* head = test<DetectionHeadHandle>(L, index, kDetectionHeadType)) return *head->module;
   fail("argument {}: expected a model (classifier or masked LM), got {}", index, luaL_typename(L, index));
 }
 

@@ -22,9 +22,17 @@ struct MaskedLM {
   std::filesystem::path source;
 };
 
+// A module trained beside a model but not part of it (ELECTRA's detection head, train/mlm.h): optimisers and
+// train/eval take it as they take a model.
+constexpr const char* kDetectionHeadType = "twostage.DetectionHead";
+
+struct DetectionHeadHandle {
+  std::shared_ptr<torch::nn::Module> module;
+};
+
 BertForSequenceClassification& check_classifier(lua_State* L, int index);
 BertForMaskedLM& check_masked_lm(lua_State* L, int index);
-// Either kind of model, as the torch module optimisers and savers work on.
+// Either kind of model (or a detection head), as the torch module optimisers and savers work on.
 torch::nn::Module& check_module(lua_State* L, int index);
 
 // model:train([on = true]) and model:eval() for either kind of model; both return the model.

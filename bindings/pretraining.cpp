@@ -99,16 +99,22 @@ int method_loss(lua_State* L) {
   return 5;
 }
 
-// replaced_token_loss(batch, generator[, {weight = 50, seed = 0}]) -> loss tensor, {masked_lm, correct, count,
-// detection, detected, tokens, replaced}: ELECTRA's replaced-token detection with a frozen generator (see
-// train/mlm.h); `seed` fixes the generator's draws.
+train::DetectionHead check_detection_head(lua_State* L, int index) {
+  return train::DetectionHead(std::dynamic_pointer_cast<train::DetectionHeadImpl>(
+      check<DetectionHeadHandle>(L, index, kDetectionHeadType).module));
+}
+
+// replaced_token_loss(batch, generator, head[, {weight = 50, seed = 0}]) -> loss tensor, {masked_lm, correct, count,
+// detection, detected, tokens, replaced}: ELECTRA's replaced-token detection with a frozen generator (train/mlm.h);
+// `seed` fixes the generator's draws.
 int method_replaced_token_loss(lua_State* L) {
   auto& model = self(L).module;
   const auto batch = to_masked_batch(L, 2);
   auto& generator = check<MaskedLM>(L, 3, kMaskedLMType).module;
-  const auto weight = opt_number_field(L, 4, "weight").value_or(50.0);
-  const auto seed = static_cast<uint64_t>(opt_number_field(L, 4, "seed").value_or(0));
-  const auto result = train::replaced_token_loss(model, generator, batch, weight, seed);
+  auto head = check_detection_head(L, 4);
+  const auto weight = opt_number_field(L, 5, "weight").value_or(50.0);
+  const auto seed = static_cast<uint64_t>(opt_number_field(L, 5, "seed").value_or(0));
+  const auto result = train::replaced_token_loss(model, head, generator, batch, weight, seed);
   push_tensor(L, result.loss);
   lua_createtable(L, 0, 7);
   const auto set = [L](const char* name, double value) {
@@ -123,6 +129,43 @@ int method_replaced_token_loss(lua_State* L) {
   set("tokens", static_cast<double>(result.tokens));
   set("replaced", static_cast<double>(result.replaced));
   return 2;
+}
+
+// ---- ELECTRA's detection head ------------------------------------------------------------------------------------
+
+// detection_head(model) -> a new head for the model's hidden size and activation (seed with manual_seed first)
+int detection_head_new(lua_State* L) {
+  auto& model = self(L).module;
+  train::DetectionHead head(model->config);
+  head->to(model->parameters().front().device());
+  push_new<DetectionHeadHandle>(L, kDetectionHeadType, DetectionHeadHandle{head.ptr()});
+  return 1;
+}
+
+// head:save(path): its weights as a safetensors file (dense.*, dense_prediction.*, float32)
+int detection_head_save(lua_State* L) {
+  const auto head = check_detection_head(L, 1);
+  const std::string path = check_string(L, 2);
+  check_write(L, path);
+  std::vector<torch::Tensor> keep;  // contiguous CPU copies, alive until written
+  std::vector<safetensors::TensorToWrite> tensors;
+  for (const auto& item : head->named_parameters()) {
+    keep.push_back(item.value().detach().to(torch::kCPU, torch::kFloat32).contiguous());
+    const auto& tensor = keep.back();
+    tensors.push_back({item.key(), safetensors::DType::F32, tensor.sizes().vec(), tensor.data_ptr(),
+                       static_cast<size_t>(tensor.nbytes())});
+  }
+  safetensors::write(path, std::move(tensors));
+  return 0;
+}
+
+// head:load(path): weights saved by head:save; every one must be there, with its shape
+int detection_head_load(lua_State* L) {
+  auto head = check_detection_head(L, 1);
+  const std::string path = check_string(L, 2);
+  const auto report = load_weights(*head, safetensors::File::open(path), "DetectionHead");
+  if (!report.missing.empty()) fail("{}: no weights for {}", path, report.missing.front());
+  return 0;
 }
 
 // ---- corpus and masking ------------------------------------------------------------------------------------------
@@ -230,6 +273,7 @@ void open(lua_State* L) {
                                            {"save", guarded<method_save>},
                                            {"loss", guarded<method_loss>},
                                            {"replaced_token_loss", guarded<method_replaced_token_loss>},
+                                           {"detection_head", guarded<detection_head_new>},
                                            {nullptr, nullptr}};
   define_type(L, kMaskedLMType, model_methods, nullptr);
   static const luaL_Reg corpus_methods[] = {{"split", guarded<corpus_split>},
@@ -241,6 +285,12 @@ void open(lua_State* L) {
   static const luaL_Reg masker_methods[] = {
       {"batch", guarded<masker_batch>}, {"range", guarded<masker_range>}, {nullptr, nullptr}};
   define_type(L, kMaskerType, masker_methods, nullptr);
+  static const luaL_Reg detection_head_methods[] = {{"save", guarded<detection_head_save>},
+                                                    {"load", guarded<detection_head_load>},
+                                                    {"train", guarded<module_train>},
+                                                    {"eval", guarded<module_eval>},
+                                                    {nullptr, nullptr}};
+  define_type(L, kDetectionHeadType, detection_head_methods, nullptr);
 
   static const luaL_Reg functions[] = {{"masked_lm", guarded<masked_lm_new>},
                                        {"mlm_corpus", guarded<corpus_new>},

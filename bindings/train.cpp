@@ -134,12 +134,24 @@ struct Optimizer {
 
 Optimizer& optimizer_at(lua_State* L, int index) { return check<Optimizer>(L, index, kOptimizerType); }
 
-// optimizer(model, {kind = "adamw", lr = 1e-5, weight_decay = 0, betas = {0.9, 0.999}, eps = 1e-8, momentum = 0,
-//                   nesterov = false, no_decay = {"bias", "LayerNorm.weight"}?}) -> optimizer
+// optimizer(model | {module, ...}, {kind = "adamw", lr = 1e-5, weight_decay = 0, betas = {0.9, 0.999}, eps = 1e-8,
+//                                  momentum = 0, nesterov = false, no_decay = {"bias", "LayerNorm.weight"}?})
+//   -> optimizer
 // Optimises the parameters that are trainable now (set_trainable first). Patterns in no_decay name parameters
 // kept out of weight decay.
 int optimizer_new(lua_State* L) {
-  auto& module = check_module(L, 1);
+  // A model, or a list of modules trained together ({model, detection_head}).
+  std::vector<torch::nn::Module*> modules;
+  if (lua_istable(L, 1)) {
+    for (size_t i = 1; i <= lua_objlen(L, 1); ++i) {
+      lua_rawgeti(L, 1, static_cast<int>(i));
+      modules.push_back(&check_module(L, lua_gettop(L)));
+      lua_pop(L, 1);
+    }
+    if (modules.empty()) fail("optimizer: the list of modules is empty");
+  } else {
+    modules.push_back(&check_module(L, 1));
+  }
   luaL_checktype(L, 2, LUA_TTABLE);
   Optimizer optimizer;
   auto& config = optimizer.config;
@@ -163,15 +175,17 @@ int optimizer_new(lua_State* L) {
   lua_pop(L, 1);
 
   std::vector<torch::Tensor> decayed, not_decayed;
-  for (const auto& item : module.named_parameters()) {
-    if (!item.value().requires_grad()) continue;
-    const bool exempt = std::any_of(no_decay.begin(), no_decay.end(), [&](const std::string& pattern) {
-      return train::name_matches(item.key(), pattern) ||
-             (item.key().size() >= pattern.size() &&
-              item.key().compare(item.key().size() - pattern.size(), pattern.size(), pattern) == 0);
-    });
-    (exempt ? not_decayed : decayed).push_back(item.value());
-    optimizer.parameters.push_back(item.value());
+  for (auto* module : modules) {
+    for (const auto& item : module->named_parameters()) {
+      if (!item.value().requires_grad()) continue;
+      const bool exempt = std::any_of(no_decay.begin(), no_decay.end(), [&](const std::string& pattern) {
+        return train::name_matches(item.key(), pattern) ||
+               (item.key().size() >= pattern.size() &&
+                item.key().compare(item.key().size() - pattern.size(), pattern.size(), pattern) == 0);
+      });
+      (exempt ? not_decayed : decayed).push_back(item.value());
+      optimizer.parameters.push_back(item.value());
+    }
   }
   if (optimizer.parameters.empty()) fail("optimizer: the model has no trainable parameters (see set_trainable)");
   optimizer.optimizer = train::make_optimizer(decayed, not_decayed, config);

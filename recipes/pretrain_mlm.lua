@@ -74,8 +74,16 @@ else
   }, { device = settings.device })
 end
 ts.log("model", string.format("%d parameters", model:num_parameters()), { config = model:config() })
-local generator = settings.generator ~= "" and ts.masked_lm(settings.generator, { device = settings.device }) or nil
-if generator and settings.cls_bag_of_words > 0 then error("cls_bag_of_words and generator do not combine") end
+-- ELECTRA: a frozen generator fills the selected positions, and a detection head (kept in the checkpoint, not in the
+-- saved model) tells replaced tokens from original ones.
+local generator, detector
+if settings.generator ~= "" then
+  if settings.cls_bag_of_words > 0 then error("cls_bag_of_words and generator do not combine") end
+  generator = ts.masked_lm(settings.generator, { device = settings.device })
+  ts.manual_seed(settings.seed)
+  detector = model:detection_head()
+  if state.step > 0 then detector:load(checkpoint .. "/detection_head.safetensors") end
+end
 
 -- The generator's draws, as a function of (seed, step) like the masks; held-out draws of the held-out seed.
 local function draw_seed(seed, step) return seed * 1000003 + step + 0x5eed end
@@ -98,7 +106,7 @@ local function evaluate()
       correct, count = correct + batch_correct, count + batch_count
       bag_of_words_sum = bag_of_words_sum + (bag_of_words or 0) * batch.size
       if generator then
-        local _, figures = model:replaced_token_loss(batch, generator,
+        local _, figures = model:replaced_token_loss(batch, generator, detector,
           { weight = settings.detection_weight, seed = draw_seed(settings.heldout_seed, first) })
         detection_sum = detection_sum + figures.detection * figures.tokens
         detected, tokens = detected + figures.detected, tokens + figures.tokens
@@ -131,8 +139,8 @@ if settings.steps == 0 then  -- only the held-out masked-LM loss and accuracy of
   return
 end
 
-local optimizer = ts.optimizer(model, { kind = "adamw", lr = settings.lr, weight_decay = settings.weight_decay,
-  no_decay = { "bias", "LayerNorm.weight" } })
+local optimizer = ts.optimizer(detector and { model, detector } or model, { kind = "adamw", lr = settings.lr,
+  weight_decay = settings.weight_decay, no_decay = { "bias", "LayerNorm.weight" } })
 if state.step > 0 then optimizer:load(checkpoint .. "/optimizer.pt") end
 local schedule = ts.schedule(optimizer, { kind = "linear", total_steps = settings.steps,
   warmup_steps = math.floor(settings.warmup_ratio * settings.steps), start_step = state.step })
@@ -140,6 +148,7 @@ local schedule = ts.schedule(optimizer, { kind = "linear", total_steps = setting
 local function save_checkpoint()
   model:save(checkpoint, { tokenizer = tokenizer })
   optimizer:save(checkpoint .. "/optimizer.pt")
+  if detector then detector:save(checkpoint .. "/detection_head.safetensors") end
   -- state.json last: a checkpoint without it (a crash mid-save) is never resumed from a mix of steps.
   ts.write_file(checkpoint .. "/state.json", ts.json_encode(state))
 end
@@ -153,7 +162,7 @@ while state.step < settings.steps do
   local loss, masked_lm, bag_of_words, detection, _
   if generator then
     local figures
-    loss, figures = model:replaced_token_loss(batch, generator,
+    loss, figures = model:replaced_token_loss(batch, generator, detector,
       { weight = settings.detection_weight, seed = draw_seed(settings.seed, state.step) })
     masked_lm, detection = figures.masked_lm, figures.detection
   else

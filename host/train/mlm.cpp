@@ -175,8 +175,18 @@ MaskedLMLoss masked_lm_loss(BertForMaskedLM& model, const MaskedBatch& batch, do
   return out;
 }
 
-ReplacedTokenLoss replaced_token_loss(BertForMaskedLM& model, BertForMaskedLM& generator, const MaskedBatch& batch,
-                                      double detection_weight, uint64_t seed) {
+DetectionHeadImpl::DetectionHeadImpl(const BertConfig& config) : activation(config.hidden_act) {
+  dense = register_module("dense", torch::nn::Linear(config.hidden_size, config.hidden_size));
+  dense_prediction = register_module("dense_prediction", torch::nn::Linear(config.hidden_size, 1));
+  init_bert_weights(*this, config);
+}
+
+torch::Tensor DetectionHeadImpl::forward(const torch::Tensor& hidden_states) {
+  return dense_prediction(bert_activation(activation, dense(hidden_states))).squeeze(-1);
+}
+
+ReplacedTokenLoss replaced_token_loss(BertForMaskedLM& model, DetectionHead& head, BertForMaskedLM& generator,
+                                      const MaskedBatch& batch, double detection_weight, uint64_t seed) {
   if (detection_weight < 0) fail("replaced-token detection weight {} must be >= 0", detection_weight);
   if (generator->config.vocab_size != model->config.vocab_size)
     fail("the generator's vocabulary has {} tokens, the model's {}", generator->config.vocab_size,
@@ -198,41 +208,35 @@ ReplacedTokenLoss replaced_token_loss(BertForMaskedLM& model, BertForMaskedLM& g
                             .last_hidden_state;
     const auto logits =
         generator->cls(hidden.reshape({-1, hidden.size(-1)}).index_select(0, selected.to(generator_device)));
-    // Gumbel-max: argmax(logits + Gumbel noise) is a draw from softmax(logits). The noise comes from its own
-    // generator, so a draw depends on the seed alone, as the masks do.
+    // Gumbel-max: argmax(logits + Gumbel noise) is a draw from softmax(logits). The noise has its own generator, so
+    // the draws depend on the seed alone, as the masks do.
     auto noise_generator = at::detail::createCPUGenerator(seed);
     const auto uniform = torch::rand(logits.sizes(), noise_generator, torch::kFloat32);
     const auto gumbel = -torch::log(-torch::log(uniform));
-    const auto sampled = (logits.to(torch::kCPU) + gumbel).argmax(-1).to(device);
-    seen.index_put_({selected}, sampled);
+    seen.index_put_({selected}, (logits.to(torch::kCPU) + gumbel).argmax(-1).to(device));
     generator->train(was_training);
   }
-  const auto is_original = seen.eq(original);
   const auto real = attention_mask.reshape({-1}).ne(0).nonzero().squeeze(1);
 
   const auto hidden =
       model->bert->forward(seen.reshape(input_ids.sizes()), attention_mask).last_hidden_state;
-  auto head = model->cls->predictions;
-  const auto transformed = head->transform(hidden.reshape({-1, hidden.size(-1)}));
+  const auto flat = hidden.reshape({-1, hidden.size(-1)});
   ReplacedTokenLoss out;
   out.count = selected.numel();
   if (out.count == 0) {
-    out.masked_lm = transformed.sum() * 0.0;  // keeps the graph; nothing was selected in this batch
+    out.masked_lm = flat.sum() * 0.0;  // keeps the graph; nothing was selected in this batch
   } else {
-    const auto logits = torch::linear(transformed.index_select(0, selected), head->decoder_weight, head->bias);
+    const auto logits = model->cls(flat.index_select(0, selected));
     const auto targets = labels.index_select(0, selected);
     out.masked_lm = torch::nn::functional::cross_entropy(logits, targets);
     out.correct = logits.argmax(-1).eq(targets).sum().item<int64_t>();
   }
-  // The logit of each seen token alone: its embedding row, not the whole vocabulary.
-  const auto seen_real = seen.index_select(0, real);
-  const auto scores = (transformed.index_select(0, real) * head->decoder_weight.index_select(0, seen_real)).sum(-1) +
-                      head->bias.index_select(0, seen_real);
-  const auto targets = is_original.index_select(0, real).to(scores.dtype());
-  out.detection = torch::binary_cross_entropy_with_logits(scores, targets);
+  const auto scores = head(flat.index_select(0, real));
+  const auto is_replaced = seen.ne(original).index_select(0, real);
+  out.detection = torch::binary_cross_entropy_with_logits(scores, is_replaced.to(scores.dtype()));
   out.tokens = real.numel();
-  out.replaced = out.tokens - targets.sum().item<int64_t>();
-  out.detected = scores.gt(0).eq(targets.gt(0.5)).sum().item<int64_t>();
+  out.replaced = is_replaced.sum().item<int64_t>();
+  out.detected = scores.gt(0).eq(is_replaced).sum().item<int64_t>();
   out.loss = out.masked_lm + detection_weight * out.detection;
   return out;
 }

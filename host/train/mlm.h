@@ -78,29 +78,37 @@ struct MaskedLMLoss {
 // BertForMaskedLM layout.
 MaskedLMLoss masked_lm_loss(BertForMaskedLM& model, const MaskedBatch& batch, double bag_of_words_weight = 0.0);
 
+// ELECTRA's discriminator head (ElectraDiscriminatorPredictions): dense (H to H), the model's activation, then
+// dense_prediction (H to 1), the logit that a token was replaced. It is trained with the model but is no part of
+// BertForMaskedLM, so the pretraining recipe keeps it in its checkpoint and leaves it out of the final model.
+struct DetectionHeadImpl : torch::nn::Module {
+  explicit DetectionHeadImpl(const BertConfig& config);  // initialised as BERT's weights (seed torch first)
+  torch::Tensor forward(const torch::Tensor& hidden_states);  // [..., H] -> [...]
+
+  std::string activation;
+  torch::nn::Linear dense{nullptr}, dense_prediction{nullptr};
+};
+TORCH_MODULE(DetectionHead);
+
 struct ReplacedTokenLoss {
-  torch::Tensor loss;       // masked-LM + detection_weight × detection
+  torch::Tensor loss;       // masked-LM + detection_weight x detection
   torch::Tensor masked_lm;  // cross-entropy of the original tokens at the selected positions, seen replaced
-  torch::Tensor detection;  // mean binary cross-entropy of "original or replaced" over the blocks' tokens
+  torch::Tensor detection;  // mean binary cross-entropy of "replaced or original" over the blocks' tokens
   int64_t correct = 0;      // selected positions whose top prediction is the original token
   int64_t count = 0;        // selected positions
-  int64_t detected = 0;     // tokens rightly called original or replaced
+  int64_t detected = 0;     // tokens rightly called replaced or original
   int64_t tokens = 0;       // tokens (padding excluded)
   int64_t replaced = 0;     // tokens the generator changed
 };
 
-// ELECTRA's replaced-token detection (Clark et al., 2020), with a frozen generator and no new weights.
+// ELECTRA's replaced-token detection (Clark et al., 2020) with a frozen generator.
 //
-// A generator (a masked-LM model, in eval mode and without gradients) fills every selected position of `batch` with a
-// token sampled from its prediction (Gumbel-max, seeded by `seed`); the model reads the result and, at every token,
-// tells original from replaced. Masked-LM learns from the 15% of positions it predicts; detection learns from all
-// of them, which is why it gets further in the same compute.
-//
-// The detection score of a token is the model's masked-LM logit for the token it sees (the transformed hidden state
-// against that token's tied embedding, plus its decoder bias): high when the token fits its context. So the model
-// keeps the BertForMaskedLM layout, and the masked-LM loss at the selected positions (predicting the original from
-// the replaced text) trains the same head to agree.
-ReplacedTokenLoss replaced_token_loss(BertForMaskedLM& model, BertForMaskedLM& generator, const MaskedBatch& batch,
-                                      double detection_weight, uint64_t seed);
+// A generator (a masked-LM model, run without gradients in eval mode) fills every selected position of `batch` with
+// a token sampled from its prediction (Gumbel-max, seeded by `seed`); the model reads the result and `head` tells,
+// at every token, replaced from original (a sampled token equal to the original counts as original). Masked-LM
+// learns from the 15% of positions it predicts; detection learns from all of them. The masked-LM loss at the
+// selected positions (the original token, predicted from the replaced text) keeps the model's own head trained.
+ReplacedTokenLoss replaced_token_loss(BertForMaskedLM& model, DetectionHead& head, BertForMaskedLM& generator,
+                                      const MaskedBatch& batch, double detection_weight, uint64_t seed);
 
 }  // namespace ts::train

@@ -132,3 +132,38 @@ TEST_CASE("the [CLS] bag-of-words task is added to the masked-LM loss and learnt
   };
   CHECK(keys(with_task) == keys(plain));
 }
+
+TEST_CASE("replaced-token detection: resumed exactly (its head too), learnt, and the head stays out of the model") {
+  const auto generator = scratch("generator"), whole = scratch("electra-whole"),
+             interrupted = scratch("electra-interrupted");
+  auto result = ts::testing::run_twostage(kTiny + "--out " + generator.string());
+  INFO(result.output);
+  REQUIRE(result.status == 0);
+
+  const std::string electra = kTiny + "--set steps=24 --set eval_every=12 --set from=" +
+                              (generator / "model").string() + " --set generator=" + (generator / "model").string() +
+                              " --set seed=5 ";
+  result = ts::testing::run_twostage(electra + "--out " + whole.string());
+  INFO(result.output);
+  REQUIRE(result.status == 0);
+  result = ts::testing::run_twostage(electra + "--set stop_after=7 --out " + interrupted.string());
+  REQUIRE(result.status == 0);
+  CHECK(fs::exists(interrupted / "checkpoint" / "detection_head.safetensors"));
+  result = ts::testing::run_twostage(electra + "--out " + interrupted.string());
+  INFO(result.output);
+  REQUIRE(result.status == 0);
+
+  const auto expected = metrics_of(whole), resumed = metrics_of(interrupted);
+  REQUIRE(expected["losses"].size() == 24);
+  CHECK(resumed["losses"] == expected["losses"]);
+  CHECK(resumed["heldout_detection"] == expected["heldout_detection"]);
+  const auto& evaluations = expected["evaluations"];
+  REQUIRE(evaluations.size() == 3);  // steps 12 and 24, and the final one
+  CHECK(evaluations[1]["detection"].get<double>() < evaluations[0]["detection"].get<double>());
+  CHECK(expected["heldout_detection_accuracy"].get<double>() > 0.5);
+
+  const auto keys = [](const fs::path& run) {
+    return ts::safetensors::File::open((run / "model" / "model.safetensors").string()).names();
+  };
+  CHECK(keys(whole) == keys(generator));
+}

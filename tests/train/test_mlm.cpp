@@ -171,8 +171,9 @@ TEST_CASE("the bag-of-words loss is the [CLS] prediction's cross-entropy over ev
   CHECK_THROWS_WITH(train::masked_lm_loss(model, batch, -1.0), Catch::Contains("must be >= 0"));
 }
 
-TEST_CASE("replaced-token detection scores each token the model sees by its masked-LM logit") {
+TEST_CASE("replaced-token detection: the generator's draws replace the selected tokens, the head scores them all") {
   auto [model, corpus, batch] = tiny_case();
+  train::DetectionHead head(model->config);
   // A generator that always proposes "plot": its decoder bias leaves no other token a chance.
   auto generator = tiny_case().model;
   const int64_t proposal = tokenizer().token_to_id("plot");
@@ -181,18 +182,18 @@ TEST_CASE("replaced-token detection scores each token the model sees by its mask
     generator->cls->predictions->bias.fill_(-1e4);
     generator->cls->predictions->bias[proposal].fill_(1e4);
   }
-  const auto result = train::replaced_token_loss(model, generator, batch, 2.0, 11);
+  const auto result = train::replaced_token_loss(model, head, generator, batch, 2.0, 11);
 
   const auto selected = batch.labels.ne(-100);
   const auto original = torch::where(selected, batch.labels, batch.input_ids);
   const auto seen = torch::where(selected, torch::full_like(batch.input_ids, proposal), batch.input_ids);
-  const auto logits = model->forward(seen, batch.attention_mask).logits;
-  const auto scores = logits.gather(2, seen.unsqueeze(2)).squeeze(2);
+  const auto outputs = model->forward(seen, batch.attention_mask);
   const auto real = batch.attention_mask.ne(0);
-  const auto is_original = seen.eq(original);
-  const auto detection = torch::binary_cross_entropy_with_logits(scores.masked_select(real),
-                                                                 is_original.masked_select(real).to(torch::kFloat));
-  const auto masked_lm = torch::nn::functional::cross_entropy(logits.index({selected}), batch.labels.index({selected}));
+  const auto scores = head(outputs.last_hidden_state).masked_select(real);
+  const auto is_replaced = seen.ne(original).masked_select(real);
+  const auto detection = torch::binary_cross_entropy_with_logits(scores, is_replaced.to(torch::kFloat));
+  const auto masked_lm =
+      torch::nn::functional::cross_entropy(outputs.logits.index({selected}), batch.labels.index({selected}));
 
   REQUIRE(result.count == selected.sum().item<int64_t>());
   REQUIRE(result.count > 0);
@@ -200,20 +201,22 @@ TEST_CASE("replaced-token detection scores each token the model sees by its mask
   CHECK(result.tokens < batch.attention_mask.numel());  // the shorter block is padded, and padding is not scored
   CHECK(result.replaced == (selected & original.ne(proposal)).sum().item<int64_t>());
   CHECK(result.replaced > 0);
-  CHECK(result.detected == (scores.gt(0).eq(is_original) & real).sum().item<int64_t>());
+  CHECK(result.replaced < result.tokens);
+  CHECK(result.detected == scores.gt(0).eq(is_replaced).sum().item<int64_t>());
   CHECK(result.detection.item<double>() == Approx(detection.item<double>()).epsilon(1e-5));
   CHECK(result.masked_lm.item<double>() == Approx(masked_lm.item<double>()).epsilon(1e-5));
   CHECK(result.loss.item<double>() ==
         Approx(masked_lm.item<double>() + 2.0 * detection.item<double>()).epsilon(1e-5));
 }
 
-TEST_CASE("the generator's draws are fixed by the seed, and only the model learns") {
+TEST_CASE("the generator's draws are fixed by the seed, and only the model and the head learn") {
   auto [model, corpus, batch] = tiny_case();
+  train::DetectionHead head(model->config);
   auto generator = tiny_case().model;
   generator->train();
-  const auto first = train::replaced_token_loss(model, generator, batch, 50.0, 7);
-  const auto again = train::replaced_token_loss(model, generator, batch, 50.0, 7);
-  const auto other = train::replaced_token_loss(model, generator, batch, 50.0, 8);
+  const auto first = train::replaced_token_loss(model, head, generator, batch, 50.0, 7);
+  const auto again = train::replaced_token_loss(model, head, generator, batch, 50.0, 7);
+  const auto other = train::replaced_token_loss(model, head, generator, batch, 50.0, 8);
   CHECK(first.loss.item<double>() == again.loss.item<double>());
   CHECK(first.replaced == again.replaced);
   CHECK(first.loss.item<double>() != other.loss.item<double>());
@@ -221,12 +224,14 @@ TEST_CASE("the generator's draws are fixed by the seed, and only the model learn
 
   first.loss.backward();
   for (const auto& parameter : model->parameters()) CHECK(parameter.grad().defined());
+  for (const auto& parameter : head->parameters()) CHECK(parameter.grad().defined());
   for (const auto& parameter : generator->parameters()) CHECK_FALSE(parameter.grad().defined());
 
-  CHECK_THROWS_WITH(train::replaced_token_loss(model, generator, batch, -1.0, 7), Catch::Contains("must be >= 0"));
+  CHECK_THROWS_WITH(train::replaced_token_loss(model, head, generator, batch, -1.0, 7),
+                    Catch::Contains("must be >= 0"));
   auto config = model->config;
   config.vocab_size = 100;
   BertForMaskedLM small_vocabulary(config);
-  CHECK_THROWS_WITH(train::replaced_token_loss(model, small_vocabulary, batch, 1.0, 7),
+  CHECK_THROWS_WITH(train::replaced_token_loss(model, head, small_vocabulary, batch, 1.0, 7),
                     Catch::Contains("generator's vocabulary has 100 tokens"));
 }
