@@ -20,7 +20,8 @@ torch::nn::Module& check_module(lua_State* L, int index) {
   if (auto* classifier = test<Classifier>(L, index, kClassifierType)) return *classifier->module;
   if (auto* masked_lm = test<MaskedLM>(L, index, kMaskedLMType)) return *masked_lm->module;
   if (auto* head = test<DetectionHeadHandle>(L, index, kDetectionHeadType)) return *head->module;
-  fail("argument {}: expected a model (classifier or masked LM), got {}", index, luaL_typename(L, index));
+  fail("argument {}: expected a model (classifier or masked LM) or a detection head, got {}", index,
+       luaL_typename(L, index));
 }
 
 int module_train(lua_State* L) {

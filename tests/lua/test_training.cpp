@@ -186,3 +186,40 @@ TEST_CASE("fit keeps the best validation weights and stops early") {
     assert(math.abs(metrics.log_loss - best) < 1e-5, "the best weights were restored")
   )");
 }
+
+TEST_CASE("optimizer:step{clip} returns the norm and updates as clip_grad_norm then step") {
+  lua(R"(
+    local data = ts.dataset { texts = { "a good film", "a bad film", "fine", "dull and long" }, labels = { 1, 0, 1, 0 } }
+    local tok = ts.tokenizer("data/vocab/bert-base-uncased")
+    local config = { vocab_size = 30522, hidden_size = 16, num_hidden_layers = 1, num_attention_heads = 2,
+                     intermediate_size = 32, hidden_dropout_prob = 0, attention_probs_dropout_prob = 0 }
+    local loss_fn = ts.loss { kind = "ce" }
+    local function trained(fused)
+      ts.manual_seed(3)
+      local model = ts.classifier_from_config(config, { num_labels = 2 })
+      local optimizer = ts.optimizer(model, { kind = "adamw", lr = 1e-2, weight_decay = 0.01 })
+      local loader = ts.loader(data, tok, { batch_size = 4, sampler = "sequential" })
+      local norms = {}
+      for _ = 1, 3 do
+        for batch in loader:epoch(1) do
+          loss_fn(model:forward(batch), batch.labels):backward()
+          if fused then
+            norms[#norms + 1] = optimizer:step { clip = 1e-4 }
+          else
+            norms[#norms + 1] = optimizer:clip_grad_norm(1e-4)
+            optimizer:step()
+          end
+          optimizer:zero_grad()
+        end
+      end
+      for batch in loader:epoch(1) do return model:forward(batch), norms end
+    end
+    local fused_logits, fused_norms = trained(true)
+    local separate_logits, separate_norms = trained(false)
+    for i = 1, 3 do
+      assert(fused_norms[i] == separate_norms[i], "norm " .. i .. ": " .. fused_norms[i] .. " " .. separate_norms[i])
+      assert(separate_norms[i] > 1e-4, "the test clips: " .. separate_norms[i])
+    end
+    assert((fused_logits - separate_logits):abs():max() == 0, "the same update, bit for bit")
+  )");
+}
