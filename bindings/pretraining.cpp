@@ -104,9 +104,9 @@ train::DetectionHead check_detection_head(lua_State* L, int index) {
       check<DetectionHeadHandle>(L, index, kDetectionHeadType).module));
 }
 
-// replaced_token_loss(batch, generator, head[, {weight = 50, seed = 0}]) -> loss tensor, {masked_lm, correct, count,
-// detection, detected, tokens, replaced}: ELECTRA's replaced-token detection with a frozen generator (train/mlm.h);
-// `seed` fixes the generator's draws.
+// replaced_token_loss(batch, generator, head[, {weight = 50, seed = 0, temperature = 1}]) -> loss tensor, {masked_lm,
+// correct, count, detection, detected, tokens, replaced}: ELECTRA's replaced-token detection with a frozen generator
+// (train/mlm.h); `seed` fixes the generator's draws, `temperature` divides its logits.
 int method_replaced_token_loss(lua_State* L) {
   auto& model = self(L).module;
   const auto batch = to_masked_batch(L, 2);
@@ -114,7 +114,8 @@ int method_replaced_token_loss(lua_State* L) {
   auto head = check_detection_head(L, 4);
   const auto weight = opt_number_field(L, 5, "weight").value_or(50.0);
   const auto seed = static_cast<uint64_t>(opt_number_field(L, 5, "seed").value_or(0));
-  const auto result = train::replaced_token_loss(model, head, generator, batch, weight, seed);
+  const auto temperature = opt_number_field(L, 5, "temperature").value_or(1.0);
+  const auto result = train::replaced_token_loss(model, head, generator, batch, weight, seed, temperature);
   push_tensor(L, result.loss);
   lua_createtable(L, 0, 7);
   const auto set = [L](const char* name, double value) {

@@ -27,6 +27,7 @@ local settings = ts.settings {
   generator = { "", "a masked-LM model folder: train by replaced-token detection (ELECTRA) with it as the frozen "
                    .. "generator, plus masked-LM at the replaced positions (empty: masked-LM only)" },
   detection_weight = { 50, "weight of the replaced-token detection loss (ELECTRA's lambda)", type = "number" },
+  generator_temperature = { 1.0, "divides the generator's logits: above 1, easier replacements", type = "number" },
   heldout_fraction = { 0.01, "share of blocks held out for the masked-LM loss and accuracy", type = "number" },
   eval_every = { 250, "steps between held-out evaluations" },
   save_every = { 250, "steps between checkpoints" },
@@ -97,7 +98,7 @@ local objective = { bag_of_words = settings.cls_bag_of_words }
 local function evaluate()
   model:eval()
   local loss_sum, correct, count, bag_of_words_sum = 0, 0, 0, 0
-  local detection_sum, detected, tokens = 0, 0, 0
+  local detection_sum, detected, tokens, replaced = 0, 0, 0, 0
   ts.no_grad(function()
     for first = 0, #heldout - 1, heldout_group do
       local batch = masker:range(heldout, first, heldout_group, settings.heldout_seed)
@@ -107,9 +108,11 @@ local function evaluate()
       bag_of_words_sum = bag_of_words_sum + (bag_of_words or 0) * batch.size
       if generator then
         local _, figures = model:replaced_token_loss(batch, generator, detector,
-          { weight = settings.detection_weight, seed = draw_seed(settings.heldout_seed, first) })
+          { weight = settings.detection_weight, seed = draw_seed(settings.heldout_seed, first),
+            temperature = settings.generator_temperature })
         detection_sum = detection_sum + figures.detection * figures.tokens
         detected, tokens = detected + figures.detected, tokens + figures.tokens
+        replaced = replaced + figures.replaced
       end
     end
   end)
@@ -124,8 +127,9 @@ local function evaluate()
   end
   if generator then
     result.detection, result.detection_accuracy = detection_sum / math.max(1, tokens), detected / math.max(1, tokens)
-    line = line .. string.format("; replaced-token detection loss %.4f, accuracy %.4f", result.detection,
-      result.detection_accuracy)
+    result.replaced_share = replaced / math.max(1, tokens)
+    line = line .. string.format("; replaced-token detection loss %.4f, accuracy %.4f (%.1f%% of tokens replaced)",
+      result.detection, result.detection_accuracy, 100 * result.replaced_share)
   end
   state.evaluations[#state.evaluations + 1] = result
   ts.log("heldout", line, result)
@@ -163,7 +167,8 @@ while state.step < settings.steps do
   if generator then
     local figures
     loss, figures = model:replaced_token_loss(batch, generator, detector,
-      { weight = settings.detection_weight, seed = draw_seed(settings.seed, state.step) })
+      { weight = settings.detection_weight, seed = draw_seed(settings.seed, state.step),
+        temperature = settings.generator_temperature })
     masked_lm, detection = figures.masked_lm, figures.detection
   else
     loss, _, _, masked_lm, bag_of_words = model:loss(batch, objective)

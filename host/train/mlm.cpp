@@ -186,8 +186,10 @@ torch::Tensor DetectionHeadImpl::forward(const torch::Tensor& hidden_states) {
 }
 
 ReplacedTokenLoss replaced_token_loss(BertForMaskedLM& model, DetectionHead& head, BertForMaskedLM& generator,
-                                      const MaskedBatch& batch, double detection_weight, uint64_t seed) {
+                                      const MaskedBatch& batch, double detection_weight, uint64_t seed,
+                                      double temperature) {
   if (detection_weight < 0) fail("replaced-token detection weight {} must be >= 0", detection_weight);
+  if (!(temperature > 0)) fail("generator temperature {} must be > 0", temperature);
   if (generator->config.vocab_size != model->config.vocab_size)
     fail("the generator's vocabulary has {} tokens, the model's {}", generator->config.vocab_size,
          model->config.vocab_size);
@@ -213,7 +215,7 @@ ReplacedTokenLoss replaced_token_loss(BertForMaskedLM& model, DetectionHead& hea
     auto noise_generator = at::detail::createCPUGenerator(seed);
     const auto uniform = torch::rand(logits.sizes(), noise_generator, torch::kFloat32);
     const auto gumbel = -torch::log(-torch::log(uniform));
-    seen.index_put_({selected}, (logits.to(torch::kCPU) + gumbel).argmax(-1).to(device));
+    seen.index_put_({selected}, (logits.to(torch::kCPU) / temperature + gumbel).argmax(-1).to(device));
     generator->train(was_training);
   }
   const auto real = attention_mask.reshape({-1}).ne(0).nonzero().squeeze(1);

@@ -108,7 +108,10 @@ struct ReplacedTokenLoss {
 // at every token, replaced from original (a sampled token equal to the original counts as original). Masked-LM
 // learns from the 15% of positions it predicts; detection learns from all of them. The masked-LM loss at the
 // selected positions (the original token, predicted from the replaced text) keeps the model's own head trained.
+// A `temperature` above 1 flattens the generator's distribution: a weaker generator, whose replacements are easier
+// to tell (ELECTRA trains its generator with the model, so that the task starts easy and gets harder).
 ReplacedTokenLoss replaced_token_loss(BertForMaskedLM& model, DetectionHead& head, BertForMaskedLM& generator,
-                                      const MaskedBatch& batch, double detection_weight, uint64_t seed);
+                                      const MaskedBatch& batch, double detection_weight, uint64_t seed,
+                                      double temperature = 1.0);
 
 }  // namespace ts::train

@@ -220,6 +220,14 @@ TEST_CASE("the generator's draws are fixed by the seed, and only the model and t
   CHECK(first.loss.item<double>() == again.loss.item<double>());
   CHECK(first.replaced == again.replaced);
   CHECK(first.loss.item<double>() != other.loss.item<double>());
+  {
+    // A generator that proposes "plot" 84% of the time at temperature 1, and almost never at 4.
+    torch::NoGradGuard no_grad;
+    generator->cls->predictions->bias[tokenizer().token_to_id("plot")].fill_(12.0);
+  }
+  const auto sharp = train::replaced_token_loss(model, head, generator, batch, 50.0, 7);
+  const auto flat = train::replaced_token_loss(model, head, generator, batch, 50.0, 7, 4.0);
+  CHECK(sharp.loss.item<double>() != flat.loss.item<double>());
   CHECK(generator->is_training());  // its mode is left as it was
 
   first.loss.backward();
@@ -229,6 +237,8 @@ TEST_CASE("the generator's draws are fixed by the seed, and only the model and t
 
   CHECK_THROWS_WITH(train::replaced_token_loss(model, head, generator, batch, -1.0, 7),
                     Catch::Contains("must be >= 0"));
+  CHECK_THROWS_WITH(train::replaced_token_loss(model, head, generator, batch, 1.0, 7, 0.0),
+                    Catch::Contains("temperature 0 must be > 0"));
   auto config = model->config;
   config.vocab_size = 100;
   BertForMaskedLM small_vocabulary(config);
