@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "model/head_matmul.h"
 
 namespace ts {
 
@@ -121,13 +122,14 @@ torch::Tensor BertSelfAttentionImpl::forward(const torch::Tensor& hidden_states,
   const torch::Tensor v = split_heads(linear_addmm(value, hidden_states));
   // HF's operations in HF's order; in place, because the [batch, heads, seq, seq] scores are the largest
   // activations and matmul's backward does not need its output.
-  torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2));
+  torch::Tensor scores = head_matmul(q, k, /*transpose_b=*/true);
   scores.div_(std::sqrt(static_cast<double>(head_size)));
   if (extended_mask.defined()) scores.add_(extended_mask);
   torch::Tensor probs = torch::softmax(scores, -1);
   probs = dropout(probs);
-  torch::Tensor context = torch::matmul(probs, v);
-  return context.permute({0, 2, 1, 3}).contiguous().view({batch, seq, num_heads * head_size});
+  // Written as [batch, seq, heads, head_size] where it can be: no copy to merge the heads.
+  const torch::Tensor context = head_matmul(probs, v, /*transpose_b=*/false, /*heads_last=*/true);
+  return context.permute({0, 2, 1, 3}).reshape({batch, seq, num_heads * head_size});
 }
 
 BertResidualOutputImpl::BertResidualOutputImpl(int64_t in_features, const BertConfig& config) {

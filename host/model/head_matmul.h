@@ -1,0 +1,24 @@
+#pragma once
+// Attention's two products per head, Q Kᵀ and P V, as one BLAS call per (batch, head) matrix.
+//
+// Why: LibTorch built without MKL (Debian's) runs bmm as a serial loop over the batch, each product going through
+// select and addmm with their checks and views: for bert-base at batch 16, 13,824 products a training step, which
+// at sequence 32 cost more than a tenth of the step although they are under 1% of its FLOPs. Here each product is
+// a direct sgemm on the strided head views (no copies), small ones spread over the run's cores, and the context is
+// written straight into the [batch, seq, heads × head_size] layout the output projection reads.
+//
+// Used where the host links a BLAS with sgemm (TWOSTAGE_HAVE_SGEMM) and the tensors are float32 on the CPU;
+// otherwise torch::matmul, which LibTorch builds with MKL already run as batched products.
+#include <torch/torch.h>
+
+namespace ts {
+
+// a · bᵀ (transpose_b) or a · b for every (batch, head): a is [B, H, m, k], b is [B, H, n, k] or [B, H, k, n].
+// Returns [B, H, m, n]; with heads_last its memory is [B, m, H, n] (a permuted view), so that
+// result.permute({0, 2, 1, 3}) is contiguous. Differentiable in a and b.
+torch::Tensor head_matmul(const torch::Tensor& a, const torch::Tensor& b, bool transpose_b, bool heads_last = false);
+
+// Whether head_matmul takes its BLAS path for these operands (tests, benchmarks).
+bool head_matmul_uses_blas(const torch::Tensor& a, const torch::Tensor& b);
+
+}  // namespace ts
