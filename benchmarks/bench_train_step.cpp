@@ -5,11 +5,13 @@
 //
 //   bench_train_step [--steps N] [--warmup N] [--batch N] [--seq-lengths 128,32] [--layers N]
 //                    [--intra-op-threads N] [--blas-threads N] [--dropout P] [--profile PREFIX]
-//                    [--keep-freed-memory 1|0]
+//                    [--keep-freed-memory 1|0] [--head-matmul blas|torch]
 //
 // --profile writes one more step per sequence length as a Chrome trace, PREFIX-seqN.json (torch's legacy
 // profiler: every operator with its time, for finding what is not a matrix product). --keep-freed-memory 0 leaves
 // glibc's malloc as it comes (twostage keeps freed memory for reuse: runtime::keep_freed_memory).
+// --head-matmul torch runs attention's per-head products with torch::matmul instead of the host's sgemm calls
+// (model/head_matmul.h), to compare the two in one binary.
 #include <dlfcn.h>
 #include <sys/resource.h>
 
@@ -25,6 +27,7 @@
 
 #include "core/parallel.h"
 #include "model/bert.h"
+#include "model/head_matmul.h"
 #include "runtime/environment.h"
 #include "train/fused_adamw.h"
 #include "train/optim.h"
@@ -42,13 +45,14 @@ struct Options {
   double dropout = 0.1;  // hidden and attention dropout; 0 shows what dropout costs
   std::string profile;   // trace file prefix; empty: no trace
   bool keep_freed_memory = true;
+  bool head_matmul_blas = true;
 };
 
 [[noreturn]] void usage(const char* message) {
   std::fprintf(stderr,
                "%s\nusage: bench_train_step [--steps N] [--warmup N] [--batch N] [--seq-lengths 128,32] "
                "[--layers N] [--intra-op-threads N] [--blas-threads N] [--dropout P] [--profile PREFIX] "
-               "[--keep-freed-memory 1|0]\n",
+               "[--keep-freed-memory 1|0] [--head-matmul blas|torch]\n",
                message);
   std::exit(2);
 }
@@ -68,6 +72,10 @@ Options parse(int argc, char** argv) {
     else if (flag == "--dropout") options.dropout = std::stod(value);
     else if (flag == "--profile") options.profile = value;
     else if (flag == "--keep-freed-memory") options.keep_freed_memory = value != "0";
+    else if (flag == "--head-matmul") {
+      if (value != "blas" && value != "torch") usage("--head-matmul: blas or torch");
+      options.head_matmul_blas = value == "blas";
+    }
     else if (flag == "--seq-lengths") {
       options.seq_lengths.clear();
       std::size_t start = 0;
@@ -179,10 +187,14 @@ int main(int argc, char** argv) {
   at::set_num_threads(options.intra_op_threads);
   const bool blas_set = set_blas_threads(options.blas_threads);
   const bool keeps_freed_memory = options.keep_freed_memory && ts::runtime::keep_freed_memory();
+  ts::set_head_matmul_blas(options.head_matmul_blas);
   std::printf("threads: intra-op %d, OpenBLAS %s, twostage's own loops (dropout, AdamW) %d; freed memory %s\n",
               options.intra_op_threads,
               blas_set ? std::to_string(options.blas_threads).c_str() : "(not found; BLAS default)",
               ts::worker_threads(), keeps_freed_memory ? "kept for reuse" : "returned (glibc's defaults)");
+  const auto probe = torch::ones({1, 1, 1, 1});
+  std::printf("attention's per-head products: %s\n",
+              ts::head_matmul_uses_blas(probe, probe) ? "sgemm per head (model/head_matmul.h)" : "torch::matmul");
 
   ts::BertConfig config;  // bert-base-uncased shapes
   config.num_hidden_layers = options.layers;

@@ -1,6 +1,7 @@
 #include "model/head_matmul.h"
 
 #include <algorithm>
+#include <atomic>
 #include <limits>
 
 #include "core/error.h"
@@ -98,11 +99,15 @@ struct HeadMatmul : torch::autograd::Function<HeadMatmul> {
 };
 #endif
 
+std::atomic<bool> blas_enabled{true};
+
 }  // namespace
+
+void set_head_matmul_blas(bool enabled) { blas_enabled = enabled; }
 
 bool head_matmul_uses_blas(const torch::Tensor& a, const torch::Tensor& b) {
 #ifdef TWOSTAGE_HAVE_SGEMM
-  return a.dim() == 4 && b.dim() == 4 && a.device().is_cpu() && b.device().is_cpu() &&
+  return blas_enabled && a.dim() == 4 && b.dim() == 4 && a.device().is_cpu() && b.device().is_cpu() &&
          a.scalar_type() == torch::kFloat && b.scalar_type() == torch::kFloat && a.numel() > 0 && b.numel() > 0;
 #else
   return false;

@@ -21,4 +21,7 @@ torch::Tensor head_matmul(const torch::Tensor& a, const torch::Tensor& b, bool t
 // Whether head_matmul takes its BLAS path for these operands (tests, benchmarks).
 bool head_matmul_uses_blas(const torch::Tensor& a, const torch::Tensor& b);
 
+// Off: torch::matmul always, to compare the two in one binary (benchmarks). On by default.
+void set_head_matmul_blas(bool enabled);
+
 }  // namespace ts
