@@ -3,6 +3,8 @@
 -- tokens (or whole words) are selected afresh every step, 80% of those become [MASK], 10% a random token, 10% stay.
 -- AdamW with warm-up and linear decay. A checkpoint every save_every steps; run again with the same --out to resume
 -- an interrupted run exactly where it stopped (batches, masks and dropout are functions of seed and step).
+-- With `generator`, ELECTRA's replaced-token detection instead: a frozen masked-LM model fills the selected positions
+-- with sampled tokens, and the model tells replaced from original at every token (see README).
 local ts = require "twostage"
 
 local settings = ts.settings {
