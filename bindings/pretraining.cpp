@@ -145,18 +145,10 @@ int detection_head_new(lua_State* L) {
 
 // head:save(path): its weights as a safetensors file (dense.*, dense_prediction.*, float32)
 int detection_head_save(lua_State* L) {
-  const auto head = check_detection_head(L, 1);
+  auto head = check_detection_head(L, 1);
   const std::string path = check_string(L, 2);
   check_write(L, path);
-  std::vector<torch::Tensor> keep;  // contiguous CPU copies, alive until written
-  std::vector<safetensors::TensorToWrite> tensors;
-  for (const auto& item : head->named_parameters()) {
-    keep.push_back(item.value().detach().to(torch::kCPU, torch::kFloat32).contiguous());
-    const auto& tensor = keep.back();
-    tensors.push_back({item.key(), safetensors::DType::F32, tensor.sizes().vec(), tensor.data_ptr(),
-                       static_cast<size_t>(tensor.nbytes())});
-  }
-  safetensors::write(path, std::move(tensors));
+  save_weights(*head, path);
   return 0;
 }
 

@@ -120,7 +120,8 @@ torch::Tensor head_matmul(const torch::Tensor& a, const torch::Tensor& b, bool t
     fail("head_matmul: shapes {} and {}{} do not multiply per head", c10::str(a.sizes()), c10::str(b.sizes()),
          transpose_b ? " (transposed)" : "");
 #ifdef TWOSTAGE_HAVE_SGEMM
-  if (head_matmul_uses_blas(a, b)) return HeadMatmul::apply(with_dense_rows(a), with_dense_rows(b), transpose_b, heads_last);
+  if (head_matmul_uses_blas(a, b))
+    return HeadMatmul::apply(with_dense_rows(a), with_dense_rows(b), transpose_b, heads_last);
 #endif
   return torch::matmul(a, transpose_b ? b.transpose(-1, -2) : b);
 }

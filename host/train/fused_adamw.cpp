@@ -80,6 +80,7 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
     torch::AutoGradMode enable_grad(true);
     loss = closure();
   }
+  const bool scaled = gradient_scale_ != 1.0f;
   for (auto& group : param_groups()) {
     const auto& options = static_cast<const torch::optim::AdamWOptions&>(group.options());
     const double lr = options.lr();
@@ -87,7 +88,6 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
     for (auto& parameter : group.params()) {
       if (!parameter.grad().defined()) continue;
       if (parameter.grad().is_sparse()) fail("AdamW does not support sparse gradients");
-      const bool scaled = gradient_scale_ != 1.0f;
       auto& state = state_of(parameter);
       state.step += 1;
       const double bias_correction1 = 1 - std::pow(beta1, static_cast<double>(state.step));

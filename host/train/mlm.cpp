@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <numeric>
 #include <random>
+#include <tuple>
+#include <utility>
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -147,6 +149,20 @@ std::vector<int64_t> blocks_for_step(int64_t blocks, int64_t batch_size, int64_t
   return out;
 }
 
+namespace {
+
+// Masked-LM cross-entropy of the labels at the `selected` rows of [tokens, H] hidden states, and how many of them the
+// top prediction gets right. With nothing selected, a zero that keeps the graph.
+std::pair<torch::Tensor, int64_t> selected_positions_loss(BertForMaskedLM& model, const torch::Tensor& hidden,
+                                                          const torch::Tensor& labels, const torch::Tensor& selected) {
+  if (selected.numel() == 0) return {hidden.sum() * 0.0, 0};
+  const auto logits = model->cls(hidden.index_select(0, selected));
+  const auto targets = labels.index_select(0, selected);
+  return {torch::nn::functional::cross_entropy(logits, targets), logits.argmax(-1).eq(targets).sum().item<int64_t>()};
+}
+
+}  // namespace
+
 MaskedLMLoss masked_lm_loss(BertForMaskedLM& model, const MaskedBatch& batch, double bag_of_words_weight) {
   if (bag_of_words_weight < 0) fail("bag-of-words weight {} must be >= 0", bag_of_words_weight);
   const auto device = model->parameters().front().device();
@@ -156,14 +172,8 @@ MaskedLMLoss masked_lm_loss(BertForMaskedLM& model, const MaskedBatch& batch, do
   const auto selected = labels.ne(-100).nonzero().squeeze(1);
   MaskedLMLoss out;
   out.count = selected.numel();
-  if (out.count == 0) {
-    out.masked_lm = hidden.sum() * 0.0;  // keeps the graph; nothing was masked in this batch
-  } else {
-    const auto logits = model->cls(hidden.reshape({-1, hidden.size(-1)}).index_select(0, selected));
-    const auto targets = labels.index_select(0, selected);
-    out.masked_lm = torch::nn::functional::cross_entropy(logits, targets);
-    out.correct = logits.argmax(-1).eq(targets).sum().item<int64_t>();
-  }
+  std::tie(out.masked_lm, out.correct) =
+      selected_positions_loss(model, hidden.reshape({-1, hidden.size(-1)}), labels, selected);
   out.loss = out.masked_lm;
   if (bag_of_words_weight > 0) {
     if (!batch.words.defined()) fail("the batch has no words for the bag-of-words loss");
@@ -225,14 +235,7 @@ ReplacedTokenLoss replaced_token_loss(BertForMaskedLM& model, DetectionHead& hea
   const auto flat = hidden.reshape({-1, hidden.size(-1)});
   ReplacedTokenLoss out;
   out.count = selected.numel();
-  if (out.count == 0) {
-    out.masked_lm = flat.sum() * 0.0;  // keeps the graph; nothing was selected in this batch
-  } else {
-    const auto logits = model->cls(flat.index_select(0, selected));
-    const auto targets = labels.index_select(0, selected);
-    out.masked_lm = torch::nn::functional::cross_entropy(logits, targets);
-    out.correct = logits.argmax(-1).eq(targets).sum().item<int64_t>();
-  }
+  std::tie(out.masked_lm, out.correct) = selected_positions_loss(model, flat, labels, selected);
   const auto scores = head(flat.index_select(0, real));
   const auto is_replaced = seen.ne(original).index_select(0, real);
   out.detection = torch::binary_cross_entropy_with_logits(scores, is_replaced.to(scores.dtype()));
