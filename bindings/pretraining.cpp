@@ -9,6 +9,7 @@
 #include "tensor.h"
 #include "text/tokenizer.h"
 #include "train/mlm.h"
+#include "train/word_vectors.h"
 
 namespace ts::lua {
 namespace {
@@ -132,6 +133,24 @@ int method_replaced_token_loss(lua_State* L) {
   return 2;
 }
 
+// set_word_embeddings(word_vectors[, {std = initializer_range}]) -> rows written: the word embeddings of the tokens
+// with a vector become those vectors, centred and scaled to `std` (corpus:word_vectors; train/word_vectors.h).
+int method_set_word_embeddings(lua_State* L) {
+  auto& model = self(L).module;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  train::WordVectors vectors;
+  lua_getfield(L, 2, "vectors");
+  vectors.vectors = check_tensor(L, -1);
+  lua_getfield(L, 2, "counts");
+  vectors.counts = check_tensor(L, -1);
+  lua_getfield(L, 2, "min_count");
+  vectors.min_count = static_cast<int64_t>(luaL_optnumber(L, -1, 1));
+  lua_pop(L, 3);
+  const auto std = opt_number_field(L, 3, "std").value_or(model->config.initializer_range);
+  lua_pushnumber(L, static_cast<lua_Number>(train::set_word_embeddings(model, vectors, std)));
+  return 1;
+}
+
 // ---- ELECTRA's detection head ------------------------------------------------------------------------------------
 
 // detection_head(model) -> a new head for the model's hidden size and activation (seed with manual_seed first)
@@ -202,6 +221,36 @@ int corpus_tokens(lua_State* L) {
   return 1;
 }
 
+// corpus:word_vectors(tokenizer[, {dimension = 256, window = 5, negatives = 5, epochs = 5, lr = 0.025,
+// subsample = 1e-4, min_count = 5, seed = 1}]) -> {vectors = [vocab, dimension], counts = [vocab], min_count}:
+// skip-gram with negative sampling over the blocks (train/word_vectors.h), the tokenizer's special tokens left out.
+int corpus_word_vectors(lua_State* L) {
+  const auto& corpus = corpus_at(L, 1);
+  const auto& tokenizer = check<text::Tokenizer>(L, 2, "twostage.Tokenizer");
+  train::SkipGramOptions options;
+  const auto integer = [L](const char* name, int64_t fallback) {
+    return static_cast<int64_t>(opt_number_field(L, 3, name).value_or(static_cast<double>(fallback)));
+  };
+  options.dimension = integer("dimension", options.dimension);
+  options.window = integer("window", options.window);
+  options.negatives = integer("negatives", options.negatives);
+  options.epochs = integer("epochs", options.epochs);
+  options.min_count = integer("min_count", options.min_count);
+  options.seed = static_cast<uint64_t>(integer("seed", static_cast<int64_t>(options.seed)));
+  options.learning_rate = opt_number_field(L, 3, "lr").value_or(options.learning_rate);
+  options.subsample = opt_number_field(L, 3, "subsample").value_or(options.subsample);
+  const auto result = train::skip_gram(corpus, tokenizer.vocab_size(),
+                                       {tokenizer.cls_id(), tokenizer.sep_id(), tokenizer.pad_id()}, options);
+  lua_createtable(L, 0, 3);
+  push_tensor(L, result.vectors);
+  lua_setfield(L, -2, "vectors");
+  push_tensor(L, result.counts);
+  lua_setfield(L, -2, "counts");
+  lua_pushnumber(L, static_cast<lua_Number>(result.min_count));
+  lua_setfield(L, -2, "min_count");
+  return 1;
+}
+
 // masker(tokenizer, {probability = 0.15, mask_share = 0.8, random_share = 0.1, whole_word = false}) -> masker
 int masker_new(lua_State* L) {
   const auto& tokenizer = check<text::Tokenizer>(L, 1, "twostage.Tokenizer");
@@ -267,11 +316,13 @@ void open(lua_State* L) {
                                            {"loss", guarded<method_loss>},
                                            {"replaced_token_loss", guarded<method_replaced_token_loss>},
                                            {"detection_head", guarded<detection_head_new>},
+                                           {"set_word_embeddings", guarded<method_set_word_embeddings>},
                                            {nullptr, nullptr}};
   define_type(L, kMaskedLMType, model_methods, nullptr);
   static const luaL_Reg corpus_methods[] = {{"split", guarded<corpus_split>},
                                             {"blocks", guarded<corpus_blocks>},
                                             {"tokens", guarded<corpus_tokens>},
+                                            {"word_vectors", guarded<corpus_word_vectors>},
                                             {nullptr, nullptr}};
   static const luaL_Reg corpus_meta[] = {{"__len", guarded<corpus_blocks>}, {nullptr, nullptr}};
   define_type(L, kCorpusType, corpus_methods, corpus_meta);

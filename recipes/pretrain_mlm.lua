@@ -3,6 +3,7 @@
 -- tokens (or whole words) are selected afresh every step, 80% of those become [MASK], 10% a random token, 10% stay.
 -- AdamW with warm-up and linear decay. A checkpoint every save_every steps; run again with the same --out to resume
 -- an interrupted run exactly where it stopped (batches, masks and dropout are functions of seed and step).
+-- With `word_vectors`, a model from scratch starts from skip-gram vectors of the corpus in its word embeddings.
 -- With `generator`, ELECTRA's replaced-token detection instead: a frozen masked-LM model fills the selected positions
 -- with sampled tokens, and the model tells replaced from original at every token (see README).
 local ts = require "twostage"
@@ -14,6 +15,9 @@ local settings = ts.settings {
   hidden = { 256, "hidden size (from scratch)" },
   heads = { 4, "attention heads (from scratch)" },
   intermediate = { 1024, "feed-forward size (from scratch)" },
+  word_vectors = { false, "from scratch: initialise the word embeddings with skip-gram vectors of the training blocks" },
+  word_vector_epochs = { 5, "passes of skip-gram over the training blocks" },
+  word_vector_min_count = { 5, "tokens seen fewer times keep random embeddings" },
   corpus = { { "data/sst2/train.tsv:sentence" }, "text files as PATH:COLUMN (CSV, TSV or JSONL)" },
   max_length = { 128, "tokens per block" },
   batch_size = { 64, "blocks per step" },
@@ -58,6 +62,10 @@ ts.log("corpus", string.format("%d blocks, %d tokens for training; %d blocks hel
   #heldout), { blocks = #corpus, tokens = corpus:tokens(), heldout_blocks = #heldout })
 local masker = ts.masker(tokenizer, { probability = settings.mask_probability, whole_word = settings.whole_word })
 
+if settings.word_vectors and settings.from ~= "" then
+  error("word_vectors initialises a model from scratch; it does not combine with `from`")
+end
+
 -- The model: resumed, continued, or new.
 local state = { step = 0, losses = {}, evaluations = {} }
 local model
@@ -75,6 +83,12 @@ else
     max_position_embeddings = 512, type_vocab_size = 2, hidden_act = "gelu", hidden_dropout_prob = 0.1,
     attention_probs_dropout_prob = 0.1, layer_norm_eps = 1e-12, initializer_range = 0.02, pad_token_id = 0,
   }, { device = settings.device })
+  if settings.word_vectors then
+    local vectors = corpus:word_vectors(tokenizer, { dimension = settings.hidden, epochs = settings.word_vector_epochs,
+      min_count = settings.word_vector_min_count, seed = settings.seed })
+    local rows = model:set_word_embeddings(vectors)
+    ts.log("word_vectors", string.format("word embeddings of %d tokens from skip-gram vectors", rows), { rows = rows })
+  end
 end
 ts.log("model", string.format("%d parameters", model:num_parameters()), { config = model:config() })
 -- ELECTRA: a frozen generator fills the selected positions, and a detection head (kept in the checkpoint, not in the

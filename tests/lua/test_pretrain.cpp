@@ -167,3 +167,24 @@ TEST_CASE("replaced-token detection: resumed exactly (its head too), learnt, and
   };
   CHECK(keys(whole) == keys(generator));
 }
+
+TEST_CASE("word_vectors starts masked-LM from skip-gram vectors of the training blocks; not with `from`") {
+  const auto plain = scratch("plain-embeddings"), with_vectors = scratch("word-vectors");
+  auto result = ts::testing::run_twostage(kTiny + "--out " + plain.string());
+  INFO(result.output);
+  REQUIRE(result.status == 0);
+  const std::string vectors = kTiny + "--set word_vectors=true --set word_vector_epochs=2 --set word_vector_min_count=3 ";
+  result = ts::testing::run_twostage(vectors + "--out " + with_vectors.string());
+  INFO(result.output);
+  REQUIRE(result.status == 0);
+  std::ifstream log(with_vectors / "log.txt");
+  const std::string log_text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  CHECK_THAT(log_text, Catch::Contains("skip-gram vectors"));
+  // The same seed, blocks and masks, and other word embeddings: another first loss.
+  CHECK(metrics_of(with_vectors)["losses"].front() != metrics_of(plain)["losses"].front());
+
+  result = ts::testing::run_twostage(vectors + "--set from=" + (plain / "model").string() + " --out " +
+                                     scratch("refused").string());
+  CHECK(result.status != 0);
+  CHECK_THAT(result.output, Catch::Contains("does not combine with `from`"));
+}
