@@ -315,3 +315,32 @@ TEST_CASE("checkpoint: the tokenizer can be saved with the model", "[model][chec
   const auto reloaded = ts::text::Tokenizer::from_folder(dir.path);
   CHECK(reloaded.vocab_size() == tokenizer.vocab_size());
 }
+
+TEST_CASE("the shipped default model loads as a BertForMaskedLM in Hugging Face's layout") {
+  const fs::path folder = "data/models/bert-mini-uncased";
+  std::ifstream config_file(folder / "config.json");
+  REQUIRE(config_file.good());
+  const auto config = nlohmann::json::parse(config_file);
+  CHECK(config["architectures"] == nlohmann::json::array({"BertForMaskedLM"}));
+  CHECK(config["model_type"] == "bert");
+  CHECK(config["vocab_size"] == 30522);
+  for (const char* file : {"vocab.txt", "tokenizer_config.json", "MODEL.md"}) CHECK(fs::exists(folder / file));
+  CHECK(fs::file_size(folder / "model.safetensors") <= 25u * 1000 * 1000);
+
+  const auto weights = ts::safetensors::File::open(folder / "model.safetensors");
+  for (const auto& tensor : weights.tensors()) {
+    INFO(tensor.name);
+    CHECK((tensor.name.rfind("bert.", 0) == 0 || tensor.name.rfind("cls.predictions.", 0) == 0));
+  }
+  CHECK(weights.contains("bert.embeddings.word_embeddings.weight"));
+  CHECK(weights.contains("cls.predictions.transform.dense.weight"));
+  CHECK(weights.contains("cls.predictions.bias"));
+
+  ts::LoadReport report;
+  const auto model = ts::load_masked_lm(folder, {}, &report);
+  CHECK(report.missing.empty());
+  CHECK(report.unexpected.empty());
+  CHECK(report.mismatched.empty());
+  CHECK(model->config.num_hidden_layers == 4);
+  CHECK(model->config.hidden_size == 256);
+}
