@@ -21,7 +21,7 @@ local settings = ts.settings {
   corpus = { { "data/sst2/train.tsv:sentence" }, "text files as PATH:COLUMN (CSV, TSV or JSONL)" },
   max_length = { 128, "tokens per block" },
   batch_size = { 64, "blocks per step" },
-  steps = { 1000, "optimiser steps (0: only evaluate the model on the held-out blocks)" },
+  steps = { 1000, "optimiser steps (0: only evaluate the model on the held-out blocks; a new one is saved as well)" },
   lr = { 5e-4, "peak learning rate", type = "number" },
   warmup_ratio = { 0.06, "share of the steps spent warming up", type = "number" },
   weight_decay = { 0.01, "AdamW weight decay (not on biases and LayerNorm weights)", type = "number" },
@@ -156,6 +156,8 @@ if settings.steps == 0 then  -- only the held-out masked-LM loss and accuracy of
   local result = evaluate()
   ts.write_file(run_dir .. "/metrics.json", ts.json_encode({ steps = 0, heldout_loss = result.loss,
     heldout_accuracy = result.accuracy, heldout_blocks = #heldout }, 2))
+  -- A new model is saved untrained (with its skip-gram embeddings, if asked for), to fine-tune or compare.
+  if settings.from == "" then model:save(run_dir .. "/model", { fp16 = settings.fp16, tokenizer = tokenizer }) end
   return
 end
 
