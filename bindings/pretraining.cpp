@@ -146,8 +146,8 @@ int method_set_word_embeddings(lua_State* L) {
   lua_getfield(L, 2, "min_count");
   vectors.min_count = static_cast<int64_t>(luaL_optnumber(L, -1, 1));
   lua_pop(L, 3);
-  const auto std = opt_number_field(L, 3, "std").value_or(model->config.initializer_range);
-  lua_pushnumber(L, static_cast<lua_Number>(train::set_word_embeddings(model, vectors, std)));
+  const auto deviation = opt_number_field(L, 3, "std").value_or(model->config.initializer_range);
+  lua_pushnumber(L, static_cast<lua_Number>(train::set_word_embeddings(model, vectors, deviation)));
   return 1;
 }
 

@@ -197,7 +197,7 @@ WordVectors skip_gram(const PackedCorpus& corpus, int64_t vocab_size, const std:
   return result;
 }
 
-int64_t set_word_embeddings(BertForMaskedLM& model, const WordVectors& vectors, double std) {
+int64_t set_word_embeddings(BertForMaskedLM& model, const WordVectors& vectors, double deviation) {
   auto& weight = model->bert->embeddings->word_embeddings->weight;
   if (!vectors.vectors.defined() || vectors.vectors.dim() != 2 || !vectors.counts.defined() ||
       vectors.counts.size(0) != vectors.vectors.size(0)) {
@@ -207,13 +207,13 @@ int64_t set_word_embeddings(BertForMaskedLM& model, const WordVectors& vectors, 
     fail("set_word_embeddings: vectors of shape [{}, {}] do not fit word embeddings of shape [{}, {}]",
          vectors.vectors.size(0), vectors.vectors.size(1), weight.size(0), weight.size(1));
   }
-  if (!(std > 0)) fail("set_word_embeddings: std {} must be positive", std);
+  if (!(deviation > 0)) fail("set_word_embeddings: standard deviation {} must be positive", deviation);
   const auto rows = (vectors.counts >= std::max<int64_t>(1, vectors.min_count)).nonzero().squeeze(1);
   if (rows.numel() < 2) return 0;
   torch::NoGradGuard no_grad;
   auto chosen = vectors.vectors.index_select(0, rows).to(torch::kFloat64);
   chosen = chosen - chosen.mean(0, true);
-  chosen = chosen * (std / chosen.std().item<double>());
+  chosen = chosen * (deviation / chosen.std().item<double>());
   weight.index_copy_(0, rows.to(weight.device()), chosen.to(weight.options()));
   return rows.numel();
 }

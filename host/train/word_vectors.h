@@ -39,9 +39,9 @@ WordVectors skip_gram(const PackedCorpus& corpus, int64_t vocab_size, const std:
                       const SkipGramOptions& options);
 
 // Overwrites the word embeddings of the tokens that have a vector (count >= min_count) with their vectors, centred
-// and scaled to the standard deviation `std` (the embeddings' initialiser range: position and token-type embeddings
-// are added to them before LayerNorm, so a larger scale would drown the positions). The masked-LM decoder is tied
-// to these weights. Returns the number of rows written.
-int64_t set_word_embeddings(BertForMaskedLM& model, const WordVectors& vectors, double std);
+// and scaled to the standard deviation `deviation` (usually the initialiser range: position and token-type
+// embeddings are added to them before LayerNorm, so a larger scale would drown the positions). The masked-LM
+// decoder is tied to these weights. Returns the number of rows written.
+int64_t set_word_embeddings(BertForMaskedLM& model, const WordVectors& vectors, double deviation);
 
 }  // namespace ts::train

@@ -130,5 +130,5 @@ TEST_CASE("word vectors go into a masked LM's word embeddings centred and scaled
   wider.hidden_size = 32;
   BertForMaskedLM other(wider);
   CHECK_THROWS_WITH(train::set_word_embeddings(other, vectors, 0.02), Catch::Contains("do not fit"));
-  CHECK_THROWS_WITH(train::set_word_embeddings(model, vectors, 0.0), Catch::Contains("std"));
+  CHECK_THROWS_WITH(train::set_word_embeddings(model, vectors, 0.0), Catch::Contains("standard deviation"));
 }
