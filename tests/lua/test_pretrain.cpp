@@ -183,7 +183,7 @@ TEST_CASE("word_vectors starts masked-LM from skip-gram vectors of the training 
   // The same seed, blocks and masks, and other word embeddings: another first loss.
   CHECK(metrics_of(with_vectors)["losses"].front() != metrics_of(plain)["losses"].front());
 
-  // steps=0 saves the new model untrained, its embeddings from the same vectors.
+  // steps=0 saves the new model untrained.
   const auto initial = scratch("word-vectors-initial");
   result = ts::testing::run_twostage(vectors + "--set steps=0 --out " + initial.string());
   REQUIRE(result.status == 0);
