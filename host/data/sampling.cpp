@@ -232,14 +232,15 @@ SplitIndices stratified_split(const std::vector<int64_t>& labels, int64_t num_cl
 
 // ---- samplers ----
 
+uint64_t splitmix64(uint64_t z) {
+  z += kSplitMixStep;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
 uint32_t derive_seed(uint64_t seed, int64_t stream) {
-  auto mix = [](uint64_t z) {
-    z += 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  };
-  return static_cast<uint32_t>(mix(mix(seed) ^ static_cast<uint64_t>(stream)) >> 32);
+  return static_cast<uint32_t>(splitmix64(splitmix64(seed) ^ static_cast<uint64_t>(stream)) >> 32);
 }
 
 SamplerKind sampler_kind_from_name(const std::string& name) {

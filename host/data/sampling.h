@@ -112,6 +112,11 @@ class Sampler {
   int64_t num_samples_;
 };
 
+// splitmix64 (Steele, Lea and Flood, 2014): the 64-bit output for state z. As a generator, the state then
+// advances by kSplitMixStep.
+constexpr uint64_t kSplitMixStep = 0x9e3779b97f4a7c15ull;
+uint64_t splitmix64(uint64_t z);
+
 // A 32-bit seed for epoch `epoch` of a stream seeded `seed` (splitmix64 of both), used by Sampler and batching.
 uint32_t derive_seed(uint64_t seed, int64_t stream);
 

@@ -5,18 +5,18 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "data/sampling.h"
 
 namespace ts::train {
 namespace {
 
-// splitmix64: a small, fast generator whose whole state is one word, so every draw is a function of the seed.
+// splitmix64 as a generator: its whole state is one word, so every draw is a function of the seed.
 struct Random {
   uint64_t state;
   uint64_t next() {
-    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
+    const uint64_t out = data::splitmix64(state);
+    state += data::kSplitMixStep;
+    return out;
   }
   double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
   uint64_t below(uint64_t n) { return next() % n; }
@@ -148,7 +148,7 @@ WordVectors skip_gram(const PackedCorpus& corpus, int64_t vocab_size, const std:
         sentence.clear();
         for (auto id : block) {
           const auto index = static_cast<size_t>(id);
-          if (is_ignored[index] || counts[index] < options.min_count) continue;
+          if (counts[index] < options.min_count) continue;  // ignored ids were never counted
           ++processed;
           if (keep[index] < 1.0 && random.uniform() >= keep[index]) continue;
           sentence.push_back(id);
