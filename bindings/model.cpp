@@ -36,6 +36,44 @@ int module_eval(lua_State* L) {
   return 1;
 }
 
+int module_parameters(lua_State* L) {
+  auto& module = check_module(L, 1);
+  std::vector<std::string> names;
+  if (lua_isnoneornil(L, 2)) {
+    for (const auto& item : module.named_parameters()) names.push_back(item.key());
+  } else {
+    names = train::select_parameter_names(module, check_string_list(L, 2));
+  }
+  push_json(L, names);
+  return 1;
+}
+
+int module_set_trainable(lua_State* L) {
+  lua_pushnumber(L, static_cast<lua_Number>(train::set_trainable(check_module(L, 1), check_string_list(L, 2))));
+  return 1;
+}
+
+int module_freeze(lua_State* L) {
+  lua_pushnumber(L, static_cast<lua_Number>(train::freeze(check_module(L, 1), check_string_list(L, 2))));
+  return 1;
+}
+
+int module_trainable_parameters(lua_State* L) {
+  std::vector<std::string> names;
+  for (const auto& item : check_module(L, 1).named_parameters())
+    if (item.value().requires_grad()) names.push_back(item.key());
+  push_json(L, names);
+  return 1;
+}
+
+int module_trainable_count(lua_State* L) {
+  int64_t count = 0;
+  for (const auto& parameter : check_module(L, 1).parameters())
+    if (parameter.requires_grad()) count += parameter.numel();
+  lua_pushnumber(L, static_cast<lua_Number>(count));
+  return 1;
+}
+
 namespace {
 
 Classifier& self(lua_State* L) { return check<Classifier>(L, 1, kClassifierType); }
@@ -121,34 +159,6 @@ int method_forward(lua_State* L) {
                                         on_device(batch_field(L, 2, "token_type_ids", false))));
 }
 
-// parameters([patterns]) -> names (all, or those matching any pattern)
-int method_parameters(lua_State* L) {
-  auto& model = self(L).module;
-  std::vector<std::string> names;
-  if (lua_isnoneornil(L, 2)) {
-    for (const auto& item : model->named_parameters()) names.push_back(item.key());
-  } else {
-    names = train::select_parameter_names(*model, check_string_list(L, 2));
-  }
-  push_json(L, names);
-  return 1;
-}
-
-// set_trainable(patterns) -> number of trainable tensors: freezes everything else.
-int method_set_trainable(lua_State* L) {
-  lua_pushnumber(L, static_cast<lua_Number>(train::set_trainable(*self(L).module, check_string_list(L, 2))));
-  return 1;
-}
-
-// trainable_parameters() -> names of the parameters that will receive gradients
-int method_trainable_parameters(lua_State* L) {
-  std::vector<std::string> names;
-  for (const auto& item : self(L).module->named_parameters())
-    if (item.value().requires_grad()) names.push_back(item.key());
-  push_json(L, names);
-  return 1;
-}
-
 // reset_head(): the classifier re-initialised as new (cRT retrains it from scratch on a frozen encoder).
 int method_reset_head(lua_State* L) {
   auto& model = self(L).module;
@@ -160,13 +170,6 @@ int method_reset_head(lua_State* L) {
   return 0;
 }
 
-int method_trainable_count(lua_State* L) {
-  int64_t count = 0;
-  for (const auto& parameter : self(L).module->parameters())
-    if (parameter.requires_grad()) count += parameter.numel();
-  lua_pushnumber(L, static_cast<lua_Number>(count));
-  return 1;
-}
 
 int method_config(lua_State* L) {
   push_json(L, self(L).module->config.to_json({"BertForSequenceClassification"}));
@@ -234,10 +237,11 @@ void open(lua_State* L) {
   static const luaL_Reg methods[] = {{"forward", guarded<method_forward>},
                                      {"train", guarded<module_train>},
                                      {"eval", guarded<module_eval>},
-                                     {"parameters", guarded<method_parameters>},
-                                     {"set_trainable", guarded<method_set_trainable>},
-                                     {"trainable_count", guarded<method_trainable_count>},
-                                     {"trainable_parameters", guarded<method_trainable_parameters>},
+                                     {"parameters", guarded<module_parameters>},
+                                     {"set_trainable", guarded<module_set_trainable>},
+                                     {"freeze", guarded<module_freeze>},
+                                     {"trainable_count", guarded<module_trainable_count>},
+                                     {"trainable_parameters", guarded<module_trainable_parameters>},
                                      {"reset_head", guarded<method_reset_head>},
                                      {"config", guarded<method_config>},
                                      {"num_layers", guarded<method_num_layers>},

@@ -38,5 +38,16 @@ torch::nn::Module& check_module(lua_State* L, int index);
 // model:train([on = true]) and model:eval() for either kind of model; both return the model.
 int module_train(lua_State* L);
 int module_eval(lua_State* L);
+// Parameters by name, for either kind of model:
+//   parameters([patterns]) -> names (all, or those matching any pattern; train/optim.h's pattern rules)
+//   set_trainable(patterns) -> number of trainable tensors; everything else is frozen
+//   freeze(patterns) -> number of tensors still trainable; the others are left as they are
+//   trainable_parameters() -> names of the parameters that will receive gradients
+//   trainable_count() -> number of trainable scalars
+int module_parameters(lua_State* L);
+int module_set_trainable(lua_State* L);
+int module_freeze(lua_State* L);
+int module_trainable_parameters(lua_State* L);
+int module_trainable_count(lua_State* L);
 
 }  // namespace ts::lua

@@ -18,6 +18,8 @@ local settings = ts.settings {
   word_vectors = { false, "from scratch: initialise the word embeddings with skip-gram vectors of the training blocks" },
   word_vector_epochs = { 5, "passes of skip-gram over the training blocks" },
   word_vector_min_count = { 5, "tokens seen fewer times keep random embeddings" },
+  freeze = { {}, "parameter patterns kept as they are (e.g. bert.embeddings.word_embeddings: skip-gram vectors "
+                 .. "stay, and so does the decoder tied to them)", type = "strings" },
   corpus = { { "data/sst2/train.tsv:sentence" }, "text files as PATH:COLUMN (CSV, TSV or JSONL)" },
   max_length = { 128, "tokens per block" },
   batch_size = { 64, "blocks per step" },
@@ -90,7 +92,9 @@ else
     ts.log("word_vectors", string.format("word embeddings of %d tokens from skip-gram vectors", rows), { rows = rows })
   end
 end
-ts.log("model", string.format("%d parameters", model:num_parameters()), { config = model:config() })
+if #settings.freeze > 0 then model:freeze(settings.freeze) end
+ts.log("model", string.format("%d parameters, %d of them trained", model:num_parameters(), model:trainable_count()),
+  { config = model:config(), frozen = settings.freeze })
 -- ELECTRA: a frozen generator fills the selected positions, and a detection head (kept in the checkpoint, not in the
 -- saved model) tells replaced tokens from original ones.
 local generator, detector

@@ -104,6 +104,13 @@ int64_t set_trainable(torch::nn::Module& module, const std::vector<std::string>&
   return trainable;
 }
 
+int64_t freeze(torch::nn::Module& module, const std::vector<std::string>& patterns) {
+  for (auto& parameter : select_parameters(module, patterns)) parameter.set_requires_grad(false);
+  int64_t trainable = 0;
+  for (const auto& parameter : module.parameters(true)) trainable += parameter.requires_grad() ? 1 : 0;
+  return trainable;
+}
+
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<torch::Tensor>& parameters,
                                                         const OptimizerConfig& config) {
   return make_optimizer(parameters, {}, config);

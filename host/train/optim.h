@@ -36,6 +36,10 @@ std::vector<std::string> top_layer_patterns(int64_t num_layers, int64_t k,
 // trainable. Patterns {"*"} unfreeze everything.
 int64_t set_trainable(torch::nn::Module& module, const std::vector<std::string>& patterns);
 
+// requires_grad = false on the parameters matching `patterns`, the others left as they are; returns how many tensors
+// are still trainable. A tied tensor (a masked LM's decoder and word embeddings) is frozen under either name.
+int64_t freeze(torch::nn::Module& module, const std::vector<std::string>& patterns);
+
 // ---- optimisers ----
 
 struct OptimizerConfig {

@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
+#include <cstring>
 #include <iterator>
 
 #include <nlohmann/json.hpp>
@@ -193,4 +194,29 @@ TEST_CASE("word_vectors starts masked-LM from skip-gram vectors of the training 
                                      scratch("refused").string());
   CHECK(result.status != 0);
   CHECK_THAT(result.output, Catch::Contains("does not combine with `from`"));
+}
+
+TEST_CASE("freeze keeps the named parameters as they were (the tied decoder too); a misspelt pattern is an error") {
+  const auto initial = scratch("freeze-initial"), frozen = scratch("freeze-trained");
+  auto result = ts::testing::run_twostage(kTiny + "--set steps=0 --out " + initial.string());
+  INFO(result.output);
+  REQUIRE(result.status == 0);
+  result = ts::testing::run_twostage(kTiny + "--set from=" + (initial / "model").string() +
+                                     " --set freeze=bert.embeddings.word_embeddings --out " + frozen.string());
+  INFO(result.output);
+  REQUIRE(result.status == 0);
+  const auto before = ts::safetensors::File::open((initial / "model" / "model.safetensors").string());
+  const auto after = ts::safetensors::File::open((frozen / "model" / "model.safetensors").string());
+  const auto same = [&](const std::string& name) {
+    const auto &a = before.at(name), &b = after.at(name);
+    return a.size_bytes == b.size_bytes && std::memcmp(a.data, b.data, a.size_bytes) == 0;
+  };
+  CHECK(same("bert.embeddings.word_embeddings.weight"));
+  CHECK_FALSE(same("bert.embeddings.position_embeddings.weight"));
+  CHECK_FALSE(same("bert.encoder.layer.0.output.dense.weight"));
+  CHECK_FALSE(same("cls.predictions.bias"));
+
+  result = ts::testing::run_twostage(kTiny + "--set freeze=bert.embedings --out " + scratch("misspelt").string());
+  CHECK(result.status != 0);
+  CHECK_THAT(result.output, Catch::Contains("matches none of the model's"));
 }
