@@ -5,17 +5,20 @@
 //
 //   bench_train_step [--steps N] [--warmup N] [--batch N] [--seq-lengths 128,32] [--layers N]
 //                    [--intra-op-threads N] [--blas-threads N] [--dropout P] [--profile PREFIX]
-//                    [--keep-freed-memory 1|0] [--head-matmul blas|torch]
+//                    [--keep-freed-memory 1|0] [--head-matmul blas|torch] [--fused 1|0|both]
 //
 // --profile writes one more step per sequence length as a Chrome trace, PREFIX-seqN.json (torch's legacy
 // profiler: every operator with its time, for finding what is not a matrix product). --keep-freed-memory 0 leaves
 // glibc's malloc as it comes (twostage keeps freed memory for reuse: runtime::keep_freed_memory).
 // --head-matmul torch runs attention's per-head products with torch::matmul instead of the host's sgemm calls
-// (model/head_matmul.h), to compare the two in one binary.
+// (model/head_matmul.h), to compare the two in one binary; --fused 0 runs LibTorch's operators one by one where the
+// host has kernels of its own (model/fused_kernels.h), and --fused both alternates the two step by step and reports
+// each against the same reference (a machine's changing load then hits both alike).
 #include <dlfcn.h>
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -28,6 +31,7 @@
 #include "core/parallel.h"
 #include "model/bert.h"
 #include "model/head_matmul.h"
+#include "model/fused_kernels.h"
 #include "runtime/environment.h"
 #include "train/fused_adamw.h"
 #include "train/optim.h"
@@ -46,13 +50,14 @@ struct Options {
   std::string profile;   // trace file prefix; empty: no trace
   bool keep_freed_memory = true;
   bool head_matmul_blas = true;
+  std::vector<bool> fused{true};  // {true, false}: both, alternating
 };
 
 [[noreturn]] void usage(const char* message) {
   std::fprintf(stderr,
                "%s\nusage: bench_train_step [--steps N] [--warmup N] [--batch N] [--seq-lengths 128,32] "
                "[--layers N] [--intra-op-threads N] [--blas-threads N] [--dropout P] [--profile PREFIX] "
-               "[--keep-freed-memory 1|0] [--head-matmul blas|torch]\n",
+               "[--keep-freed-memory 1|0] [--head-matmul blas|torch] [--fused 1|0|both]\n",
                message);
   std::exit(2);
 }
@@ -75,8 +80,10 @@ Options parse(int argc, char** argv) {
     else if (flag == "--head-matmul") {
       if (value != "blas" && value != "torch") usage("--head-matmul: blas or torch");
       options.head_matmul_blas = value == "blas";
-    }
-    else if (flag == "--seq-lengths") {
+    } else if (flag == "--fused") {
+      if (value != "1" && value != "0" && value != "both") usage("--fused: 1, 0 or both");
+      options.fused = value == "both" ? std::vector<bool>{true, false} : std::vector<bool>{value == "1"};
+    } else if (flag == "--seq-lengths") {
       options.seq_lengths.clear();
       std::size_t start = 0;
       while (start <= value.size()) {
@@ -110,6 +117,12 @@ double peak_rss_mib() {
   rusage usage{};
   ::getrusage(RUSAGE_SELF, &usage);
   return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+long minor_page_faults() {
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_minflt;
 }
 
 double median(std::vector<double> values) {
@@ -188,6 +201,7 @@ int main(int argc, char** argv) {
   const bool blas_set = set_blas_threads(options.blas_threads);
   const bool keeps_freed_memory = options.keep_freed_memory && ts::runtime::keep_freed_memory();
   ts::set_head_matmul_blas(options.head_matmul_blas);
+  ts::set_fused_kernels(options.fused.front());
   std::printf("threads: intra-op %d, OpenBLAS %s, twostage's own loops (dropout, AdamW) %d; freed memory %s\n",
               options.intra_op_threads,
               blas_set ? std::to_string(options.blas_threads).c_str() : "(not found; BLAS default)",
@@ -195,6 +209,10 @@ int main(int argc, char** argv) {
   const auto probe = torch::ones({1, 1, 1, 1});
   std::printf("attention's per-head products: %s\n",
               ts::head_matmul_uses_blas(probe, probe) ? "sgemm per head (model/head_matmul.h)" : "torch::matmul");
+  std::printf("element-wise work around the products: %s\n",
+              options.fused.size() > 1 ? "the host's fused kernels and LibTorch's operators, step by step"
+              : options.fused.front() ? "the host's fused kernels (model/fused_kernels.h)"
+                                      : "LibTorch's operators");
 
   ts::BertConfig config;  // bert-base-uncased shapes
   config.num_hidden_layers = options.layers;
@@ -219,13 +237,16 @@ int main(int argc, char** argv) {
     const torch::Tensor ids = torch::randint(1000, config.vocab_size, {options.batch, seq}, torch::kLong);
     const torch::Tensor mask = torch::ones({options.batch, seq}, torch::kLong);
     const torch::Tensor labels = torch::randint(0, 2, {options.batch}, torch::kLong);
-    // Seconds spent in forward, backward, and clipping + AdamW, summed over timed steps.
-    double phase_seconds[3] = {0, 0, 0};
+    // Seconds spent in forward, backward, and clipping + AdamW, summed over timed steps, per variant.
+    const std::size_t variants = options.fused.size();
+    std::vector<std::array<double, 3>> phase_seconds(variants, {0, 0, 0});
+    std::vector<long> page_faults(variants, 0);  // minor faults: first touches of memory new to the process
+    std::size_t variant = 0;
     bool timing_phases = false;
     const auto step = [&] {
       auto start = std::chrono::steady_clock::now();
       const auto lap = [&](int phase) {
-        if (timing_phases) phase_seconds[phase] += seconds_since(start);
+        if (timing_phases) phase_seconds[variant][phase] += seconds_since(start);
         start = std::chrono::steady_clock::now();
       };
       ts::train::clear_gradients(optimizer);
@@ -240,32 +261,50 @@ int main(int argc, char** argv) {
     ReferenceWorkload reference(config, options.batch, seq);
 
     for (int i = 0; i < options.warmup; ++i) {
-      step();
+      for (variant = 0; variant < variants; ++variant) {
+        ts::set_fused_kernels(options.fused[variant]);
+        step();
+      }
       reference.run();
     }
-    // Interleaved, so that a change in machine load hits both alike.
-    std::vector<double> step_seconds, reference_seconds;
+    // Interleaved, so that a change in machine load hits all alike.
+    std::vector<std::vector<double>> step_seconds(variants);
+    std::vector<double> reference_seconds;
     timing_phases = true;
     for (int i = 0; i < options.steps; ++i) {
-      auto start = std::chrono::steady_clock::now();
-      step();
-      step_seconds.push_back(seconds_since(start));
-      start = std::chrono::steady_clock::now();
+      for (variant = 0; variant < variants; ++variant) {
+        ts::set_fused_kernels(options.fused[variant]);
+        const long faults = minor_page_faults();
+        const auto start = std::chrono::steady_clock::now();
+        step();
+        step_seconds[variant].push_back(seconds_since(start));
+        page_faults[variant] += minor_page_faults() - faults;
+      }
+      const auto start = std::chrono::steady_clock::now();
       reference.run();
       reference_seconds.push_back(seconds_since(start));
     }
-    const double step_time = median(step_seconds);
     const double reference_time = median(reference_seconds);
     const double flops = reference.flops();
-    const double model_rate = flops / step_time / 1e9;
     const double reference_rate = flops / reference_time / 1e9;
-    std::printf(
-        "seq %4lld: train step %.3f s (median of %d) = %.1f GFLOP/s; matmul reference %.3f s = %.1f GFLOP/s; "
-        "ratio %.1f%% (target >= 90%%); %.1f GFLOP per step; peak RSS %.0f MiB\n",
-        static_cast<long long>(seq), step_time, options.steps, model_rate, reference_time, reference_rate,
-        100.0 * model_rate / reference_rate, flops / 1e9, peak_rss_mib());
-    std::printf("          per step: forward %.3f s, backward %.3f s, clip + AdamW %.3f s (means)\n",
-                phase_seconds[0] / options.steps, phase_seconds[1] / options.steps, phase_seconds[2] / options.steps);
+    for (variant = 0; variant < variants; ++variant) {
+      const double step_time = median(step_seconds[variant]);
+      const double model_rate = flops / step_time / 1e9;
+      const char* label = variants == 1 ? "" : options.fused[variant] ? " (fused kernels)" : " (LibTorch's operators)";
+      std::printf(
+          "seq %4lld%s: train step %.3f s (median of %d) = %.1f GFLOP/s; matmul reference %.3f s = %.1f GFLOP/s; "
+          "ratio %.1f%% (target >= 90%%); %.1f GFLOP per step; peak RSS %.0f MiB\n",
+          static_cast<long long>(seq), label, step_time, options.steps, model_rate, reference_time, reference_rate,
+          100.0 * model_rate / reference_rate, flops / 1e9, peak_rss_mib());
+      const auto& phases = phase_seconds[variant];
+      std::printf("          per step: forward %.3f s, backward %.3f s, clip + AdamW %.3f s (means); %ld minor page "
+                  "faults\n",
+                  phases[0] / options.steps, phases[1] / options.steps, phases[2] / options.steps,
+                  page_faults[variant] / options.steps);
+    }
+    timing_phases = false;
+    variant = 0;
+    ts::set_fused_kernels(options.fused[0]);
     if (!options.profile.empty()) {
       const std::string path = options.profile + "-seq" + std::to_string(seq) + ".json";
       {

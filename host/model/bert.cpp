@@ -5,6 +5,8 @@
 
 #include "core/error.h"
 #include "model/head_matmul.h"
+#include "model/linear_gelu.h"
+#include "model/residual_norm.h"
 
 namespace ts {
 
@@ -52,6 +54,13 @@ torch::Tensor linear_addmm(nn::Linear& layer, const torch::Tensor& x) {
   return torch::addmm(layer->bias, x.view({-1, x.size(-1)}), layer->weight.t()).view(shape);
 }
 
+// activation(layer(x)); exact GELU goes through the fused bias + GELU node where it can.
+torch::Tensor linear_activation(nn::Linear& layer, const std::string& activation, const torch::Tensor& x) {
+  if (activation == "gelu" && linear_gelu_fuses(x, layer->weight, layer->bias))
+    return linear_gelu(x, layer->weight, layer->bias);
+  return bert_activation(activation, linear_addmm(layer, x));
+}
+
 void check_ids(const torch::Tensor& ids, int64_t limit, const char* what, const char* limit_name) {
   if (ids.scalar_type() != torch::kLong && ids.scalar_type() != torch::kInt)
     fail("{} must be an integer tensor, not {}", what, c10::toString(ids.scalar_type()));
@@ -97,7 +106,9 @@ torch::Tensor BertEmbeddingsImpl::forward(const torch::Tensor& input_ids, const 
   const torch::Tensor position_ids =
       torch::arange(seq, torch::TensorOptions().dtype(torch::kLong).device(input_ids.device())).unsqueeze(0);
   // Summed in HF's order: (words + token types) + positions.
-  torch::Tensor embeddings = word_embeddings(input_ids) + token_type_embeddings(types);
+  const int64_t padding_idx = word_embeddings->options.padding_idx().value_or(-1);
+  torch::Tensor embeddings =
+      word_gradient_.lookup(input_ids, word_embeddings->weight, padding_idx) + token_type_embeddings(types);
   embeddings = embeddings + position_embeddings(position_ids);
   return dropout(LayerNorm(embeddings));
 }
@@ -140,6 +151,10 @@ BertResidualOutputImpl::BertResidualOutputImpl(int64_t in_features, const BertCo
 }
 
 torch::Tensor BertResidualOutputImpl::forward(const torch::Tensor& hidden_states, const torch::Tensor& residual) {
+  const ResidualNormWeights weights{dense->weight, dense->bias, LayerNorm->weight, LayerNorm->bias,
+                                    LayerNorm->options.eps()};
+  if (residual_norm_fuses(hidden_states, residual, weights) && dropout->p < 1)
+    return dense_dropout_residual_norm(hidden_states, residual, weights, dropout->p, is_training());
   return LayerNorm(dropout(linear_addmm(dense, hidden_states)) + residual);
 }
 
@@ -157,7 +172,7 @@ BertIntermediateImpl::BertIntermediateImpl(const BertConfig& config) : activatio
 }
 
 torch::Tensor BertIntermediateImpl::forward(const torch::Tensor& hidden_states) {
-  return bert_activation(activation, linear_addmm(dense, hidden_states));
+  return linear_activation(dense, activation, hidden_states);
 }
 
 BertLayerImpl::BertLayerImpl(const BertConfig& config) {
@@ -292,7 +307,7 @@ BertPredictionHeadTransformImpl::BertPredictionHeadTransformImpl(const BertConfi
 }
 
 torch::Tensor BertPredictionHeadTransformImpl::forward(const torch::Tensor& hidden_states) {
-  return LayerNorm(bert_activation(activation, dense(hidden_states)));
+  return LayerNorm(linear_activation(dense, activation, hidden_states));
 }
 
 BertLMPredictionHeadImpl::BertLMPredictionHeadImpl(const BertConfig& config, torch::Tensor tied_decoder_weight)

@@ -19,6 +19,7 @@
 
 #include "model/bert_config.h"
 #include "model/dropout.h"
+#include "model/embedding.h"
 
 namespace ts {
 
@@ -37,6 +38,9 @@ struct BertEmbeddingsImpl : torch::nn::Module {
   torch::nn::Embedding word_embeddings{nullptr}, position_embeddings{nullptr}, token_type_embeddings{nullptr};
   torch::nn::LayerNorm LayerNorm{nullptr};
   Dropout dropout{nullptr};
+
+ private:
+  ReusedEmbeddingGradient word_gradient_;  // the largest gradient of the model, kept for reuse
 };
 TORCH_MODULE(BertEmbeddings);
 

@@ -12,16 +12,6 @@
 namespace ts {
 namespace {
 
-// Wellons's lowbias32: a 32-bit integer hash with low bias, and only 32-bit multiplies, so the loops below vectorise.
-inline uint32_t lowbias32(uint32_t x) {
-  x ^= x >> 16;
-  x *= 0x7feb352du;
-  x ^= x >> 15;
-  x *= 0x846ca68bu;
-  x ^= x >> 16;
-  return x;
-}
-
 // out[i] = in[i] · (bits(i) ≥ threshold ? scale : 0) for i in [begin, end), where bits(i), element i's 32 random
 // bits, hash the 64-bit seed and i in two rounds. The multiply (not a select) keeps torch's input * noise: a NaN or
 // inf dropped still gives NaN. Forward and backward both call this, so backward needs only the seed, not a mask.
@@ -35,13 +25,13 @@ void masked_scale(float* out, const float* in, int64_t begin, int64_t end, uint6
     // Within a segment the index's high half is constant, so the loop runs on 32-bit lanes.
     const uint64_t high = static_cast<uint64_t>(begin) >> 32;
     const int64_t segment_end = std::min<int64_t>(end, static_cast<int64_t>((high + 1) << 32));
-    const auto round_key = static_cast<uint32_t>(seed >> 32) + static_cast<uint32_t>(high) * 0x9E3779B9u;
+    const uint32_t round_key = dropout_round_key(seed, static_cast<uint64_t>(begin));
     const auto first = static_cast<uint32_t>(begin);
     const int64_t count = segment_end - begin;
     float* segment_out = out + begin;
     const float* segment_in = in + begin;
     for (int64_t j = 0; j < count; ++j) {
-      const uint32_t bits = lowbias32(lowbias32((first + static_cast<uint32_t>(j)) ^ seed_low) + round_key);
+      const uint32_t bits = dropout_bits(seed_low, round_key, first + static_cast<uint32_t>(j));
       segment_out[j] = segment_in[j] * (bits >= threshold ? scale : 0.0f);
     }
     begin = segment_end;
@@ -60,13 +50,23 @@ uint64_t draw_seed() {
   return at::check_generator<at::CPUGeneratorImpl>(generator)->random64();
 }
 
+// The mask of `seed` at probability p (0 <= p < 1).
+DropoutMask mask_of(uint64_t seed, double p) {
+  DropoutMask mask;
+  mask.seed = seed;
+  // p · 2^32, clamped below 2^32 for a p just under 1.
+  mask.threshold = static_cast<uint32_t>(std::min<double>(std::llround(p * 4294967296.0), 4294967295.0));
+  mask.scale = 1.0f / static_cast<float>(1.0 - p);  // torch's noise.div_(1 − p), in float
+  return mask;
+}
+
 struct DropoutFunction : torch::autograd::Function<DropoutFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* context, const torch::Tensor& input, double p) {
     const torch::Tensor x = input.contiguous();
     torch::Tensor out = torch::empty_like(x);
-    const uint64_t seed = draw_seed();
-    scale_kept(out, x, seed, p);
-    context->saved_data["seed"] = static_cast<int64_t>(seed);
+    const DropoutMask mask = DropoutMask::draw(p);
+    scale_kept(out, x, mask);
+    context->saved_data["seed"] = static_cast<int64_t>(mask.seed);
     context->saved_data["p"] = p;
     return out;
   }
@@ -75,20 +75,16 @@ struct DropoutFunction : torch::autograd::Function<DropoutFunction> {
                                                  torch::autograd::variable_list grad_outputs) {
     const torch::Tensor grad = grad_outputs[0].contiguous();
     torch::Tensor grad_input = torch::empty_like(grad);
-    scale_kept(grad_input, grad, static_cast<uint64_t>(context->saved_data["seed"].toInt()),
-               context->saved_data["p"].toDouble());
+    scale_kept(grad_input, grad,
+               mask_of(static_cast<uint64_t>(context->saved_data["seed"].toInt()), context->saved_data["p"].toDouble()));
     return {grad_input, torch::Tensor()};
   }
 
-  // out = in with the mask of `seed` at probability p (p < 1) applied.
-  static void scale_kept(torch::Tensor& out, const torch::Tensor& in, uint64_t seed, double p) {
-    // p · 2^32, clamped below 2^32 for a p just under 1.
-    const auto threshold = static_cast<uint32_t>(std::min<double>(std::llround(p * 4294967296.0), 4294967295.0));
-    const float scale = 1.0f / static_cast<float>(1.0 - p);  // torch's noise.div_(1 − p), in float
+  static void scale_kept(torch::Tensor& out, const torch::Tensor& in, const DropoutMask& mask) {
     float* out_data = out.data_ptr<float>();
     const float* in_data = in.data_ptr<float>();
     parallel_ranges(in.numel(), kGrain, [&](int64_t begin, int64_t end) {
-      masked_scale(out_data, in_data, begin, end, seed, threshold, scale);
+      masked_scale(out_data, in_data, begin, end, mask.seed, mask.threshold, mask.scale);
     });
   }
 };
@@ -101,6 +97,12 @@ torch::Tensor dropout(const torch::Tensor& input, double p, bool training) {
   if (p == 1) return input * 0;  // torch's answer, which keeps the graph
   if (!input.device().is_cpu() || input.scalar_type() != torch::kFloat) return torch::dropout(input, p, training);
   return DropoutFunction::apply(input, p);
+}
+
+DropoutMask DropoutMask::draw(double p) {
+  check_probability(p);
+  if (p >= 1) fail("a dropout mask needs p < 1, not {}", p);
+  return mask_of(draw_seed(), p);
 }
 
 DropoutImpl::DropoutImpl(double p_in) : p(p_in) { check_probability(p); }

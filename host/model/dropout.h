@@ -15,6 +15,37 @@ namespace ts {
 
 torch::Tensor dropout(const torch::Tensor& input, double p, bool training);
 
+// The mask, for kernels that fuse dropout into a pass of their own (model/residual_norm.h): ts::dropout with a seed
+// drawn by draw_dropout_seed() keeps element i of its contiguous input when dropout_bits(...) >= threshold, and
+// multiplies kept elements by scale.
+struct DropoutMask {
+  uint64_t seed = 0;
+  uint32_t threshold = 0;  // p · 2^32; 0 keeps everything
+  float scale = 1.0f;      // 1 / (1 − p), in float as torch computes it
+
+  static DropoutMask draw(double p);  // a fresh seed from torch's default generator
+  static DropoutMask none() { return {}; }
+};
+
+// Wellons's lowbias32: a 32-bit hash with low bias and only 32-bit multiplies, so that loops over it vectorise.
+inline uint32_t lowbias32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352du;
+  x ^= x >> 15;
+  x *= 0x846ca68bu;
+  x ^= x >> 16;
+  return x;
+}
+
+// Element i's 32 random bits hash the seed and i in two rounds. Within a run of indices that share their high 32
+// bits, round_key is constant and the bits need only 32-bit lanes.
+inline uint32_t dropout_round_key(uint64_t seed, uint64_t index) {
+  return static_cast<uint32_t>(seed >> 32) + static_cast<uint32_t>(index >> 32) * 0x9E3779B9u;
+}
+inline uint32_t dropout_bits(uint32_t seed_low, uint32_t round_key, uint32_t index_low) {
+  return lowbias32(lowbias32(index_low ^ seed_low) + round_key);
+}
+
 struct DropoutImpl : torch::nn::Cloneable<DropoutImpl> {
   explicit DropoutImpl(double p = 0.5);
   void reset() override {}

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "train/fused_adamw.h"
+#include "train/sum_of_squares.h"
 
 namespace ts::train {
 namespace {
@@ -203,22 +204,28 @@ namespace {
 
 struct Clipping {
   double norm = 0.0;
-  torch::Tensor coefficient;  // float32 0-dim, at most 1; undefined when no parameter has a gradient
+  double coefficient = 1.0;  // at most 1
   std::vector<torch::Tensor> with_grad;
 };
 
-// torch::nn::utils::clip_grad_norm_'s arithmetic.
+// torch::nn::utils::clip_grad_norm_'s arithmetic, with the squares of float32 CPU gradients summed by
+// train/sum_of_squares.h.
 Clipping clipping_of(const std::vector<torch::Tensor>& parameters, double max_norm) {
   Clipping out;
-  for (const auto& p : parameters)
-    if (p.grad().defined()) out.with_grad.push_back(p);
-  if (out.with_grad.empty()) return out;
-  std::vector<torch::Tensor> norms;
-  norms.reserve(out.with_grad.size());
-  for (const auto& p : out.with_grad) norms.push_back(p.grad().norm(2));
-  const torch::Tensor total = norms.size() == 1 ? norms[0] : torch::stack(norms).norm(2);
-  out.coefficient = torch::clamp(max_norm / (total + 1e-6), c10::nullopt, 1.0);
-  out.norm = total.item<double>();
+  double squares = 0.0;
+  std::vector<torch::Tensor> other_norms;  // other devices and dtypes: torch's norms, read back once
+  for (const auto& p : parameters) {
+    const torch::Tensor& grad = p.grad();
+    if (!grad.defined()) continue;
+    out.with_grad.push_back(p);
+    if (grad.device().is_cpu() && grad.scalar_type() == torch::kFloat && grad.is_contiguous())
+      squares += sum_of_squares(grad.data_ptr<float>(), grad.numel());
+    else
+      other_norms.push_back(grad.norm(2).to(torch::kDouble));
+  }
+  if (!other_norms.empty()) squares += torch::stack(other_norms).square().sum().item<double>();
+  out.norm = std::sqrt(squares);
+  out.coefficient = std::min(1.0, max_norm / (out.norm + 1e-6));
   return out;
 }
 
@@ -227,8 +234,8 @@ Clipping clipping_of(const std::vector<torch::Tensor>& parameters, double max_no
 double clip_grad_norm(const std::vector<torch::Tensor>& parameters, double max_norm) {
   const auto clipping = clipping_of(parameters, max_norm);
   // torch multiplies every gradient by the coefficient even when that is 1, a pass that changes nothing.
-  if (clipping.coefficient.defined() && clipping.coefficient.item<double>() < 1.0)
-    for (const auto& p : clipping.with_grad) p.grad().mul_(clipping.coefficient);
+  if (clipping.coefficient < 1.0)
+    for (const auto& p : clipping.with_grad) p.grad().mul_(static_cast<float>(clipping.coefficient));
   return clipping.norm;
 }
 
@@ -249,8 +256,7 @@ double clip_grad_norm_and_step(torch::optim::Optimizer& optimizer, const std::ve
     return norm;
   }
   const auto clipping = clipping_of(parameters, max_norm);
-  const float scale = clipping.coefficient.defined() ? clipping.coefficient.to(torch::kCPU).item<float>() : 1.0f;
-  fused->step_scaled(scale);
+  fused->step_scaled(static_cast<float>(clipping.coefficient));
   return clipping.norm;
 }
 

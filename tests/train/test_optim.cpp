@@ -5,7 +5,9 @@
 #include <catch2/catch.hpp>
 
 #include "core/error.h"
+#include "core/parallel.h"
 #include "train/optim.h"
+#include "train/sum_of_squares.h"
 
 using namespace ts::train;
 
@@ -117,7 +119,7 @@ TEST_CASE("clear_gradients drops gradients, and the next backward gives them who
   CHECK(torch::equal(unused, torch::ones({3})));  // no gradient: AdamW leaves it alone
 }
 
-TEST_CASE("clip_grad_norm gives torch's norm and gradients, bit for bit", "[optim]") {
+TEST_CASE("clip_grad_norm gives torch's norm and gradients, the norm summed in double", "[optim]") {
   for (const double max_norm : {0.5, 100.0}) {  // clipping, and a norm already under the limit
     torch::manual_seed(4);
     const std::vector<torch::Tensor> ours = {torch::randn({7, 5}).requires_grad_(true),
@@ -128,14 +130,36 @@ TEST_CASE("clip_grad_norm gives torch's norm and gradients, bit for bit", "[opti
     const auto loss = [](const std::vector<torch::Tensor>& p) { return p[0].sum(1).pow(2).sum() + p[1].exp().sum(); };
     loss(ours).backward();
     loss(theirs).backward();
+    const double exact = std::sqrt(ours[0].grad().to(torch::kDouble).square().sum().item<double>() +
+                                   ours[1].grad().to(torch::kDouble).square().sum().item<double>());
     const double norm = clip_grad_norm(ours, max_norm);  // ours[2] has no gradient: ignored
     const double expected = torch::nn::utils::clip_grad_norm_({theirs[0], theirs[1]}, max_norm);
-    CHECK(norm == expected);
-    CHECK(torch::equal(ours[0].grad(), theirs[0].grad()));
-    CHECK(torch::equal(ours[1].grad(), theirs[1].grad()));
+    CHECK(norm == Approx(exact).epsilon(1e-14));
+    CHECK(norm == Approx(expected).epsilon(1e-6));  // torch sums in float
+    CHECK(torch::allclose(ours[0].grad(), theirs[0].grad(), 1e-6, 0));
+    CHECK(torch::allclose(ours[1].grad(), theirs[1].grad(), 1e-6, 0));
     CHECK_FALSE(ours[2].grad().defined());
     if (max_norm < 1) CHECK(ours[0].grad().norm().item<double>() < norm);  // it did clip
   }
+}
+
+TEST_CASE("sum_of_squares sums in double, the same for every thread count", "[optim]") {
+  torch::manual_seed(6);
+  // Several of its blocks and a ragged end; values of very different sizes, where a float sum would lose the small.
+  const torch::Tensor values = torch::cat({torch::randn({300001}) * 1e3, torch::randn({70000}) * 1e-3});
+  const double exact = values.to(torch::kDouble).square().sum().item<double>();
+  const double ours = sum_of_squares(values.data_ptr<float>(), values.numel());
+  CHECK(ours == Approx(exact).epsilon(1e-13));
+  for (const int threads : {1, 3}) {
+    const int saved = ts::worker_threads();
+    ts::set_worker_threads(threads);
+    const double again = sum_of_squares(values.data_ptr<float>(), values.numel());
+    ts::set_worker_threads(saved);
+    CHECK(again == ours);
+  }
+  CHECK(sum_of_squares(values.data_ptr<float>(), 0) == 0.0);
+  CHECK(sum_of_squares(values.data_ptr<float>(), 3) ==
+        Approx(values.slice(0, 0, 3).to(torch::kDouble).square().sum().item<double>()).epsilon(1e-15));
 }
 
 TEST_CASE("clip_grad_norm_and_step is clip_grad_norm then step, bit for bit", "[optim]") {

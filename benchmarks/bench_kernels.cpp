@@ -1,0 +1,215 @@
+// The host's fused element-wise kernels against the LibTorch operators they replace, on bert-base shapes (batch 16),
+// timed interleaved in the same run. Each line gives the time outside the matrix products, which is what fusing
+// changes, as well as the whole.
+//
+//   bench_kernels [--repeats N] [--seq-lengths 128,32] [--intra-op-threads N] [--blas-threads N]
+//
+//   linear + GELU (model/linear_gelu.h): forward and backward of gelu(x Wᵀ + b), x [16·seq, 768], W [3072, 768];
+//     "torch" is addmm then torch::gelu with autograd; the reference is the three products alone.
+//   dense + dropout + residual + LayerNorm (model/residual_norm.h): forward and backward of
+//     LayerNorm(dropout(x Wᵀ + b) + residual), x [16·seq, in], W [768, in], for in = 768 (attention's output) and
+//     3072 (the feed-forward's); "torch" is addmm, ts::dropout, the add and torch::layer_norm with autograd.
+//   gradient norm (train/sum_of_squares.h): clipping's global norm over bert-base's parameter shapes; "torch" is
+//     a norm per tensor, then the norm of those, as torch::nn::utils::clip_grad_norm_.
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "core/parallel.h"
+#include "model/bert.h"
+#include "model/linear_gelu.h"
+#include "model/residual_norm.h"
+#include "train/sum_of_squares.h"
+
+namespace {
+
+struct Options {
+  int repeats = 20;
+  std::vector<int64_t> seq_lengths{128, 32};
+  int intra_op_threads = 2;
+  int blas_threads = 2;
+};
+
+[[noreturn]] void usage(const char* message) {
+  std::fprintf(stderr,
+               "%s\nusage: bench_kernels [--repeats N] [--seq-lengths 128,32] [--intra-op-threads N] "
+               "[--blas-threads N]\n",
+               message);
+  std::exit(2);
+}
+
+Options parse(int argc, char** argv) {
+  Options options;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (i + 1 >= argc) usage(("missing value after " + flag).c_str());
+    const std::string value = argv[++i];
+    if (flag == "--repeats") options.repeats = std::stoi(value);
+    else if (flag == "--intra-op-threads") options.intra_op_threads = std::stoi(value);
+    else if (flag == "--blas-threads") options.blas_threads = std::stoi(value);
+    else if (flag == "--seq-lengths") {
+      options.seq_lengths.clear();
+      std::size_t start = 0;
+      while (start <= value.size()) {
+        const std::size_t comma = value.find(',', start);
+        options.seq_lengths.push_back(std::stoll(value.substr(start, comma - start)));
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+      }
+    } else {
+      usage(("unknown option " + flag).c_str());
+    }
+  }
+  if (options.repeats < 1) usage("repeats must be positive");
+  return options;
+}
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const std::size_t n = values.size();
+  return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
+// Median seconds of each contender, run in turn `repeats` times after one warm-up round, so that a change in the
+// machine's load hits all alike.
+std::vector<double> time_interleaved(const std::vector<std::function<void()>>& contenders, int repeats) {
+  for (const auto& run : contenders) run();
+  std::vector<std::vector<double>> seconds(contenders.size());
+  for (int r = 0; r < repeats; ++r)
+    for (std::size_t c = 0; c < contenders.size(); ++c) {
+      const auto start = std::chrono::steady_clock::now();
+      contenders[c]();
+      seconds[c].push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
+  std::vector<double> medians;
+  for (auto& s : seconds) medians.push_back(median(s));
+  return medians;
+}
+
+void bench_linear_gelu(int64_t seq, int repeats) {
+  const int64_t rows = 16 * seq, in = 768, out = 3072;
+  torch::manual_seed(0);
+  const torch::Tensor x = torch::randn({16, seq, in}).requires_grad_(true);
+  const torch::Tensor weight = (torch::randn({out, in}) * 0.02).requires_grad_(true);
+  const torch::Tensor bias = (torch::randn({out}) * 0.02).requires_grad_(true);
+  const torch::Tensor upstream = torch::randn({16, seq, out});
+  const auto forward_backward = [&](bool fused) {
+    return [&, fused] {
+      ts::set_fused_kernels(fused);
+      for (const auto* t : {&x, &weight, &bias}) t->mutable_grad().reset();
+      ts::linear_gelu(x, weight, bias).backward(upstream);
+    };
+  };
+  // The three products of forward and backward, with their outputs preallocated.
+  const torch::Tensor x2 = x.detach().view({rows, in}), w = weight.detach(), dy = upstream.view({rows, out});
+  torch::Tensor y = torch::empty({rows, out}), dx = torch::empty({rows, in}), dw = torch::empty({out, in});
+  const auto products = [&] {
+    torch::mm_out(y, x2, w.t());
+    torch::mm_out(dx, dy, w);
+    torch::mm_out(dw, dy.t(), x2);
+  };
+  const auto t = time_interleaved({forward_backward(true), forward_backward(false), products}, repeats);
+  ts::set_fused_kernels(true);
+  std::printf("linear + GELU, seq %3lld (x [%lld, %lld], W [%lld, %lld]), forward + backward: fused %.2f ms, torch "
+              "%.2f ms, products alone %.2f ms; outside the products: fused %.2f ms, torch %.2f ms (%.1fx)\n",
+              static_cast<long long>(seq), static_cast<long long>(rows), static_cast<long long>(in),
+              static_cast<long long>(out), static_cast<long long>(in), 1e3 * t[0], 1e3 * t[1], 1e3 * t[2],
+              1e3 * (t[0] - t[2]), 1e3 * (t[1] - t[2]), (t[1] - t[2]) / std::max(1e-9, t[0] - t[2]));
+}
+
+void bench_residual_norm(int64_t seq, int64_t in, int repeats) {
+  const int64_t rows = 16 * seq, hidden = 768;
+  torch::manual_seed(0);
+  const torch::Tensor x = torch::randn({16, seq, in}).requires_grad_(true);
+  const torch::Tensor residual = torch::randn({16, seq, hidden}).requires_grad_(true);
+  const ts::ResidualNormWeights weights{(torch::randn({hidden, in}) * 0.02).requires_grad_(true),
+                                        torch::zeros({hidden}).requires_grad_(true),
+                                        torch::ones({hidden}).requires_grad_(true),
+                                        torch::zeros({hidden}).requires_grad_(true), 1e-12};
+  const torch::Tensor upstream = torch::randn({16, seq, hidden});
+  const auto forward_backward = [&](bool fused) {
+    return [&, fused] {
+      ts::set_fused_kernels(fused);
+      for (const auto* t : {&x, &residual, &weights.weight, &weights.bias, &weights.norm_weight, &weights.norm_bias})
+        t->mutable_grad().reset();
+      ts::dense_dropout_residual_norm(x, residual, weights, 0.1, /*training=*/true).backward(upstream);
+    };
+  };
+  const torch::Tensor x2 = x.detach().view({rows, in}), w = weights.weight.detach(), dy = upstream.view({rows, hidden});
+  torch::Tensor y = torch::empty({rows, hidden}), dx = torch::empty({rows, in}), dw = torch::empty({hidden, in});
+  const auto products = [&] {
+    torch::mm_out(y, x2, w.t());
+    torch::mm_out(dx, dy, w);
+    torch::mm_out(dw, dy.t(), x2);
+  };
+  const auto t = time_interleaved({forward_backward(true), forward_backward(false), products}, repeats);
+  ts::set_fused_kernels(true);
+  std::printf("dense + dropout + residual + LayerNorm, seq %3lld (x [%lld, %lld], W [%lld, %lld]), forward + "
+              "backward: fused %.2f ms, torch %.2f ms, products alone %.2f ms; outside the products: fused %.2f ms, "
+              "torch %.2f ms (%.1fx)\n",
+              static_cast<long long>(seq), static_cast<long long>(rows), static_cast<long long>(in),
+              static_cast<long long>(hidden), static_cast<long long>(in), 1e3 * t[0], 1e3 * t[1], 1e3 * t[2],
+              1e3 * (t[0] - t[2]), 1e3 * (t[1] - t[2]), (t[1] - t[2]) / std::max(1e-9, t[0] - t[2]));
+}
+
+void bench_gradient_norm(int repeats) {
+  ts::BertConfig config;  // bert-base-uncased shapes
+  config.set_num_labels(2);
+  torch::manual_seed(0);
+  ts::BertForSequenceClassification model(config);
+  std::vector<torch::Tensor> gradients;
+  int64_t count = 0;
+  for (const auto& p : model->parameters()) {
+    gradients.push_back(torch::randn_like(p) * 1e-3);
+    count += p.numel();
+  }
+  double ours_norm = 0, torch_norm = 0;
+  const auto ours = [&] {
+    double squares = 0;
+    for (const auto& g : gradients) squares += ts::train::sum_of_squares(g.data_ptr<float>(), g.numel());
+    ours_norm = std::sqrt(squares);
+  };
+  const auto theirs = [&] {
+    std::vector<torch::Tensor> norms;
+    for (const auto& g : gradients) norms.push_back(g.norm(2));
+    torch_norm = torch::stack(norms).norm(2).item<double>();
+  };
+  const auto t = time_interleaved({ours, theirs}, repeats);
+  std::printf("gradient norm over %zu tensors, %.1fM floats: sum_of_squares %.2f ms, torch %.2f ms (%.1fx); "
+              "norms %.9g and %.9g\n",
+              gradients.size(), count / 1e6, 1e3 * t[0], 1e3 * t[1], t[1] / t[0], ours_norm, torch_norm);
+}
+
+bool set_blas_threads(int threads) {
+  using SetThreads = void (*)(int);
+  auto set = reinterpret_cast<SetThreads>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (!set) return false;
+  set(threads);
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options options = parse(argc, argv);
+  at::set_num_threads(options.intra_op_threads);
+  const bool blas_set = set_blas_threads(options.blas_threads);
+  std::printf("threads: intra-op %d, OpenBLAS %s, twostage's own loops %d; medians of %d interleaved repeats\n",
+              options.intra_op_threads,
+              blas_set ? std::to_string(options.blas_threads).c_str() : "(not found; BLAS default)",
+              ts::worker_threads(), options.repeats);
+  for (const int64_t seq : options.seq_lengths) {
+    bench_linear_gelu(seq, options.repeats);
+    for (const int64_t in : {768, 3072}) bench_residual_norm(seq, in, options.repeats);
+  }
+  bench_gradient_norm(options.repeats);
+  return 0;
+}

@@ -1,0 +1,200 @@
+#include "model/linear_gelu.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "core/cpu.h"
+#include "core/parallel.h"
+
+namespace ts {
+namespace {
+
+// e^x for x <= 0: Cephes expf's range reduction and polynomial (about 1 ulp), without branches, so that the loops
+// below vectorise (torch's kernel calls SLEEF for this, which a host build cannot count on). Always inlined: GCC
+// would otherwise call it from the AVX2 copies below, and their loops would not vectorise.
+__attribute__((always_inline)) inline float exp_nonpositive(float x) {
+  x = x < -87.0f ? -87.0f : x;  // keeps 2^n normal; e^-87 is below every float the caller adds it to
+  const float shifter = 12582912.0f;  // 1.5 · 2^23: adding and subtracting it rounds to an integer
+  const float n = (x * 1.44269504088896341f + shifter) - shifter;
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+constexpr float kSqrtHalf = 0.70710678118654752440f;
+constexpr float kInvSqrtTwoPi = 0.39894228040143267794f;
+
+// erf(x), given e^(−x²), as torch's Vectorized<float>::erf computes it.
+__attribute__((always_inline)) inline float erf_given_exp(float x, float exp_neg_square) {
+  const float t = 1.0f / (0.3275911f * std::fabs(x) + 1.0f);
+  float r = 1.061405429f * t + -1.453152027f;
+  r = r * t + 1.421413741f;
+  r = r * t + -0.284496736f;
+  r = r * t + 0.254829592f;
+  return std::copysign(1.0f - exp_neg_square * t * r, x);
+}
+
+// Rows [first, last) of the [rows, cols] product: pre += bias (kept for backward), out = gelu(pre).
+__attribute__((always_inline)) inline void bias_gelu_rows(float* __restrict pre, float* __restrict out, const float* __restrict bias, int64_t first,
+                    int64_t last, int64_t cols) {
+  for (int64_t row = first; row < last; ++row) {
+    float* pre_row = pre + row * cols;
+    float* out_row = out + row * cols;
+    for (int64_t c = 0; c < cols; ++c) {
+      const float u = pre_row[c] + bias[c];
+      const float x = u * kSqrtHalf;
+      pre_row[c] = u;
+      out_row[c] = u * 0.5f * (1.0f + erf_given_exp(x, exp_nonpositive(-(x * x))));
+    }
+  }
+}
+
+// Rows [first, last): grad_pre = grad · gelu'(pre), and their column sums (this block's share of the bias gradient)
+// into bias_sums.
+__attribute__((always_inline)) inline void gelu_backward_rows(const float* __restrict grad, const float* __restrict pre, float* __restrict grad_pre,
+                        float* __restrict bias_sums, int64_t first, int64_t last, int64_t cols) {
+  std::fill(bias_sums, bias_sums + cols, 0.0f);
+  for (int64_t row = first; row < last; ++row) {
+    const float* grad_row = grad + row * cols;
+    const float* pre_row = pre + row * cols;
+    float* out_row = grad_pre + row * cols;
+    for (int64_t c = 0; c < cols; ++c) {
+      const float u = pre_row[c];
+      const float x = u * kSqrtHalf;
+      const float e = exp_nonpositive(-(x * x));  // e^(−u²/2): erf's factor and the density's
+      const float cdf = 0.5f * (1.0f + erf_given_exp(x, e));
+      const float pdf = kInvSqrtTwoPi * e;
+      const float g = grad_row[c] * (cdf + u * pdf);
+      out_row[c] = g;
+      bias_sums[c] += g;
+    }
+  }
+}
+
+// Each kernel twice: for the machine the build targets, and with AVX2 and FMA where the CPU has them (chosen at run
+// time; target_clones' "arch=haswell" would test for that CPU model, not its features).
+void bias_gelu_generic(float* pre, float* out, const float* bias, int64_t first, int64_t last, int64_t cols) {
+  bias_gelu_rows(pre, out, bias, first, last, cols);
+}
+void gelu_backward_generic(const float* grad, const float* pre, float* grad_pre, float* bias_sums, int64_t first,
+                           int64_t last, int64_t cols) {
+  gelu_backward_rows(grad, pre, grad_pre, bias_sums, first, last, cols);
+}
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2,fma"))) void bias_gelu_avx2(float* pre, float* out, const float* bias, int64_t first,
+                                                         int64_t last, int64_t cols) {
+  bias_gelu_rows(pre, out, bias, first, last, cols);
+}
+__attribute__((target("avx2,fma"))) void gelu_backward_avx2(const float* grad, const float* pre, float* grad_pre,
+                                                             float* bias_sums, int64_t first, int64_t last,
+                                                             int64_t cols) {
+  gelu_backward_rows(grad, pre, grad_pre, bias_sums, first, last, cols);
+}
+#endif
+
+void bias_gelu(float* pre, float* out, const float* bias, int64_t first, int64_t last, int64_t cols) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (cpu_has_avx2_fma()) return bias_gelu_avx2(pre, out, bias, first, last, cols);
+#endif
+  bias_gelu_generic(pre, out, bias, first, last, cols);
+}
+
+void gelu_backward(const float* grad, const float* pre, float* grad_pre, float* bias_sums, int64_t first,
+                   int64_t last, int64_t cols) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (cpu_has_avx2_fma()) return gelu_backward_avx2(grad, pre, grad_pre, bias_sums, first, last, cols);
+#endif
+  gelu_backward_generic(grad, pre, grad_pre, bias_sums, first, last, cols);
+}
+
+// Rows are processed in blocks of this many: the unit of parallel work and of the bias gradient's partial sums.
+constexpr int64_t kRowsPerBlock = 32;
+
+int64_t blocks_of(int64_t rows) { return (rows + kRowsPerBlock - 1) / kRowsPerBlock; }
+
+struct LinearGeluFunction : torch::autograd::Function<LinearGeluFunction> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* context, const torch::Tensor& x,
+                               const torch::Tensor& weight, const torch::Tensor& bias) {
+    const torch::Tensor rows_in = x.reshape({-1, x.size(-1)}).contiguous();
+    torch::Tensor pre = torch::mm(rows_in, weight.t());
+    torch::Tensor out = torch::empty_like(pre);
+    const int64_t rows = pre.size(0), cols = pre.size(1);
+    float* pre_data = pre.data_ptr<float>();
+    float* out_data = out.data_ptr<float>();
+    const torch::Tensor bias_contiguous = bias.contiguous();
+    const float* bias_data = bias_contiguous.data_ptr<float>();
+    parallel_ranges(blocks_of(rows), 1, [&](int64_t begin, int64_t end) {
+      bias_gelu(pre_data, out_data, bias_data, begin * kRowsPerBlock, std::min(rows, end * kRowsPerBlock),
+                     cols);
+    });
+    context->save_for_backward({rows_in, weight, pre});
+    context->saved_data["shape"] = x.sizes().vec();
+    std::vector<int64_t> shape = x.sizes().vec();
+    shape.back() = cols;
+    return out.view(shape);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* context,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const auto saved = context->get_saved_variables();
+    const torch::Tensor& rows_in = saved[0];
+    const torch::Tensor& weight = saved[1];
+    const torch::Tensor& pre = saved[2];
+    const int64_t rows = pre.size(0), cols = pre.size(1);
+    const torch::Tensor grad = grad_outputs[0].reshape({rows, cols}).contiguous();
+    torch::Tensor grad_pre = torch::empty_like(pre);
+    const int64_t blocks = blocks_of(rows);
+    torch::Tensor sums = torch::empty({blocks, cols}, pre.options());
+    const float* grad_data = grad.data_ptr<float>();
+    const float* pre_data = pre.data_ptr<float>();
+    float* grad_pre_data = grad_pre.data_ptr<float>();
+    float* sums_data = sums.data_ptr<float>();
+    parallel_ranges(blocks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t block = begin; block < end; ++block)
+        gelu_backward(grad_data, pre_data, grad_pre_data, sums_data + block * cols, block * kRowsPerBlock,
+                           std::min(rows, (block + 1) * kRowsPerBlock), cols);
+    });
+    torch::Tensor grad_x, grad_weight, grad_bias;
+    if (context->needs_input_grad(0))
+      grad_x = torch::mm(grad_pre, weight).view(context->saved_data["shape"].toIntVector());
+    if (context->needs_input_grad(1)) grad_weight = torch::mm(grad_pre.t(), rows_in);
+    if (context->needs_input_grad(2)) {
+      // The blocks' sums added in block order, so that the result does not depend on how blocks met threads.
+      grad_bias = torch::zeros({cols}, pre.options());
+      float* total = grad_bias.data_ptr<float>();
+      for (int64_t block = 0; block < blocks; ++block)
+        for (int64_t c = 0; c < cols; ++c) total[c] += sums_data[block * cols + c];
+    }
+    return {grad_x, grad_weight, grad_bias};
+  }
+};
+
+}  // namespace
+
+bool linear_gelu_fuses(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  const auto cpu_float = [](const torch::Tensor& t) {
+    return t.defined() && t.device().is_cpu() && t.scalar_type() == torch::kFloat;
+  };
+  return fused_kernels_enabled() && cpu_float(x) && cpu_float(weight) && cpu_float(bias) &&
+         x.dim() >= 1 && weight.dim() == 2 && bias.dim() == 1 && x.size(-1) == weight.size(1) &&
+         bias.size(0) == weight.size(0) && x.numel() > 0;
+}
+
+torch::Tensor linear_gelu(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  if (linear_gelu_fuses(x, weight, bias)) return LinearGeluFunction::apply(x, weight, bias);
+  return torch::gelu(torch::nn::functional::linear(x, weight, bias));
+}
+
+}  // namespace ts
