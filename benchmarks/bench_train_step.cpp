@@ -4,7 +4,7 @@
 // embedding gradient) counts against it.
 //
 //   bench_train_step [--steps N] [--warmup N] [--batch N] [--seq-lengths 128,32] [--layers N]
-//                    [--intra-op-threads N] [--blas-threads N] [--dropout P] [--profile PREFIX]
+//                    [--intra-op-threads N] [--blas-threads N] [--worker-threads N] [--dropout P] [--profile PREFIX]
 //                    [--keep-freed-memory 1|0] [--head-matmul blas|torch] [--fused 1|0|both]
 //
 // --profile writes one more step per sequence length as a Chrome trace, PREFIX-seqN.json (torch's legacy
@@ -46,6 +46,7 @@ struct Options {
   int64_t layers = 12;
   int intra_op_threads = 1;
   int blas_threads = 2;
+  int worker_threads = 0;  // twostage's own loops (dropout, AdamW, fused kernels); 0: the machine's cores
   double dropout = 0.1;  // hidden and attention dropout; 0 shows what dropout costs
   std::string profile;   // trace file prefix; empty: no trace
   bool keep_freed_memory = true;
@@ -56,7 +57,7 @@ struct Options {
 [[noreturn]] void usage(const char* message) {
   std::fprintf(stderr,
                "%s\nusage: bench_train_step [--steps N] [--warmup N] [--batch N] [--seq-lengths 128,32] "
-               "[--layers N] [--intra-op-threads N] [--blas-threads N] [--dropout P] [--profile PREFIX] "
+               "[--layers N] [--intra-op-threads N] [--blas-threads N] [--worker-threads N] [--dropout P] [--profile PREFIX] "
                "[--keep-freed-memory 1|0] [--head-matmul blas|torch] [--fused 1|0|both]\n",
                message);
   std::exit(2);
@@ -74,6 +75,7 @@ Options parse(int argc, char** argv) {
     else if (flag == "--layers") options.layers = std::stoll(value);
     else if (flag == "--intra-op-threads") options.intra_op_threads = std::stoi(value);
     else if (flag == "--blas-threads") options.blas_threads = std::stoi(value);
+    else if (flag == "--worker-threads") options.worker_threads = std::stoi(value);
     else if (flag == "--dropout") options.dropout = std::stod(value);
     else if (flag == "--profile") options.profile = value;
     else if (flag == "--keep-freed-memory") options.keep_freed_memory = value != "0";
@@ -201,6 +203,7 @@ int main(int argc, char** argv) {
   const bool blas_set = set_blas_threads(options.blas_threads);
   const bool keeps_freed_memory = options.keep_freed_memory && ts::runtime::keep_freed_memory();
   ts::set_head_matmul_blas(options.head_matmul_blas);
+  if (options.worker_threads > 0) ts::set_worker_threads(options.worker_threads);
   ts::set_fused_kernels(options.fused.front());
   std::printf("threads: intra-op %d, OpenBLAS %s, twostage's own loops (dropout, AdamW) %d; freed memory %s\n",
               options.intra_op_threads,
