@@ -305,6 +305,13 @@ int main(int argc, char** argv) {
                   phases[0] / options.steps, phases[1] / options.steps, phases[2] / options.steps,
                   page_faults[variant] / options.steps);
     }
+    if (variants == 2) {
+      // Paired: each timed round ran both, back to back, so the machine's load changed little between them.
+      std::vector<double> paired;
+      for (int i = 0; i < options.steps; ++i) paired.push_back(step_seconds[0][i] / step_seconds[1][i]);
+      std::printf("          paired: the first step time over the second, median of %d rounds: %.3f\n", options.steps,
+                  median(paired));
+    }
     timing_phases = false;
     variant = 0;
     ts::set_fused_kernels(options.fused[0]);
