@@ -11,8 +11,6 @@
 //     3072 (the feed-forward's); "torch" is addmm, ts::dropout, the add and torch::layer_norm with autograd.
 //   gradient norm (train/sum_of_squares.h): clipping's global norm over bert-base's parameter shapes; "torch" is
 //     a norm per tensor, then the norm of those, as torch::nn::utils::clip_grad_norm_.
-#include <dlfcn.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -23,6 +21,7 @@
 
 #include <torch/torch.h>
 
+#include "common.h"
 #include "core/parallel.h"
 #include "model/bert.h"
 #include "model/linear_gelu.h"
@@ -56,26 +55,13 @@ Options parse(int argc, char** argv) {
     else if (flag == "--intra-op-threads") options.intra_op_threads = std::stoi(value);
     else if (flag == "--blas-threads") options.blas_threads = std::stoi(value);
     else if (flag == "--seq-lengths") {
-      options.seq_lengths.clear();
-      std::size_t start = 0;
-      while (start <= value.size()) {
-        const std::size_t comma = value.find(',', start);
-        options.seq_lengths.push_back(std::stoll(value.substr(start, comma - start)));
-        if (comma == std::string::npos) break;
-        start = comma + 1;
-      }
+      options.seq_lengths = ts::bench::parse_int_list(value);
     } else {
       usage(("unknown option " + flag).c_str());
     }
   }
   if (options.repeats < 1) usage("repeats must be positive");
   return options;
-}
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const std::size_t n = values.size();
-  return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
 }
 
 // Median seconds of each contender, run in turn `repeats` times after one warm-up round, so that a change in the
@@ -90,8 +76,36 @@ std::vector<double> time_interleaved(const std::vector<std::function<void()>>& c
       seconds[c].push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     }
   std::vector<double> medians;
-  for (auto& s : seconds) medians.push_back(median(s));
+  for (auto& s : seconds) medians.push_back(ts::bench::median(s));
   return medians;
+}
+
+// The three products of a linear layer's forward and backward (y = x Wᵀ, dx = dy W, dW = dyᵀ x), with their outputs
+// preallocated: what a fused node cannot make faster.
+struct LinearProducts {
+  LinearProducts(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& upstream)
+      : rows_in(x.detach().reshape({-1, x.size(-1)})),
+        w(weight.detach()),
+        dy(upstream.reshape({-1, weight.size(0)})),
+        y(torch::empty({rows_in.size(0), w.size(0)})),
+        dx(torch::empty_like(rows_in)),
+        dw(torch::empty_like(w)) {}
+  void operator()() {
+    torch::mm_out(y, rows_in, w.t());
+    torch::mm_out(dx, dy, w);
+    torch::mm_out(dw, dy.t(), rows_in);
+  }
+  torch::Tensor rows_in, w, dy, y, dx, dw;
+};
+
+std::string shape(int64_t rows, int64_t cols) { return "[" + std::to_string(rows) + ", " + std::to_string(cols) + "]"; }
+
+// One line: the fused node, LibTorch's operators, the products alone (medians t[0..2]), and what lies outside them.
+void report(const std::string& what, const std::vector<double>& t) {
+  std::printf("%s, forward + backward: fused %.2f ms, torch %.2f ms, products alone %.2f ms; outside the products: "
+              "fused %.2f ms, torch %.2f ms (%.1fx)\n",
+              what.c_str(), 1e3 * t[0], 1e3 * t[1], 1e3 * t[2], 1e3 * (t[0] - t[2]), 1e3 * (t[1] - t[2]),
+              (t[1] - t[2]) / std::max(1e-9, t[0] - t[2]));
 }
 
 void bench_linear_gelu(int64_t seq, int repeats) {
@@ -108,21 +122,10 @@ void bench_linear_gelu(int64_t seq, int repeats) {
       ts::linear_gelu(x, weight, bias).backward(upstream);
     };
   };
-  // The three products of forward and backward, with their outputs preallocated.
-  const torch::Tensor x2 = x.detach().view({rows, in}), w = weight.detach(), dy = upstream.view({rows, out});
-  torch::Tensor y = torch::empty({rows, out}), dx = torch::empty({rows, in}), dw = torch::empty({out, in});
-  const auto products = [&] {
-    torch::mm_out(y, x2, w.t());
-    torch::mm_out(dx, dy, w);
-    torch::mm_out(dw, dy.t(), x2);
-  };
-  const auto t = time_interleaved({forward_backward(true), forward_backward(false), products}, repeats);
+  LinearProducts products(x, weight, upstream);
+  const auto t = time_interleaved({forward_backward(true), forward_backward(false), std::ref(products)}, repeats);
   ts::set_fused_kernels(true);
-  std::printf("linear + GELU, seq %3lld (x [%lld, %lld], W [%lld, %lld]), forward + backward: fused %.2f ms, torch "
-              "%.2f ms, products alone %.2f ms; outside the products: fused %.2f ms, torch %.2f ms (%.1fx)\n",
-              static_cast<long long>(seq), static_cast<long long>(rows), static_cast<long long>(in),
-              static_cast<long long>(out), static_cast<long long>(in), 1e3 * t[0], 1e3 * t[1], 1e3 * t[2],
-              1e3 * (t[0] - t[2]), 1e3 * (t[1] - t[2]), (t[1] - t[2]) / std::max(1e-9, t[0] - t[2]));
+  report("linear + GELU, seq " + std::to_string(seq) + " (x " + shape(rows, in) + ", W " + shape(out, in) + ")", t);
 }
 
 void bench_residual_norm(int64_t seq, int64_t in, int repeats) {
@@ -143,21 +146,12 @@ void bench_residual_norm(int64_t seq, int64_t in, int repeats) {
       ts::dense_dropout_residual_norm(x, residual, weights, 0.1, /*training=*/true).backward(upstream);
     };
   };
-  const torch::Tensor x2 = x.detach().view({rows, in}), w = weights.weight.detach(), dy = upstream.view({rows, hidden});
-  torch::Tensor y = torch::empty({rows, hidden}), dx = torch::empty({rows, in}), dw = torch::empty({hidden, in});
-  const auto products = [&] {
-    torch::mm_out(y, x2, w.t());
-    torch::mm_out(dx, dy, w);
-    torch::mm_out(dw, dy.t(), x2);
-  };
-  const auto t = time_interleaved({forward_backward(true), forward_backward(false), products}, repeats);
+  LinearProducts products(x, weights.weight, upstream);
+  const auto t = time_interleaved({forward_backward(true), forward_backward(false), std::ref(products)}, repeats);
   ts::set_fused_kernels(true);
-  std::printf("dense + dropout + residual + LayerNorm, seq %3lld (x [%lld, %lld], W [%lld, %lld]), forward + "
-              "backward: fused %.2f ms, torch %.2f ms, products alone %.2f ms; outside the products: fused %.2f ms, "
-              "torch %.2f ms (%.1fx)\n",
-              static_cast<long long>(seq), static_cast<long long>(rows), static_cast<long long>(in),
-              static_cast<long long>(hidden), static_cast<long long>(in), 1e3 * t[0], 1e3 * t[1], 1e3 * t[2],
-              1e3 * (t[0] - t[2]), 1e3 * (t[1] - t[2]), (t[1] - t[2]) / std::max(1e-9, t[0] - t[2]));
+  report("dense + dropout + residual + LayerNorm, seq " + std::to_string(seq) + " (x " + shape(rows, in) + ", W " +
+             shape(hidden, in) + ")",
+         t);
 }
 
 void bench_gradient_norm(int repeats) {
@@ -188,20 +182,12 @@ void bench_gradient_norm(int repeats) {
               gradients.size(), count / 1e6, 1e3 * t[0], 1e3 * t[1], t[1] / t[0], ours_norm, torch_norm);
 }
 
-bool set_blas_threads(int threads) {
-  using SetThreads = void (*)(int);
-  auto set = reinterpret_cast<SetThreads>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
-  if (!set) return false;
-  set(threads);
-  return true;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   const Options options = parse(argc, argv);
   at::set_num_threads(options.intra_op_threads);
-  const bool blas_set = set_blas_threads(options.blas_threads);
+  const bool blas_set = ts::bench::set_openblas_threads(options.blas_threads);
   std::printf("threads: intra-op %d, OpenBLAS %s, twostage's own loops %d; medians of %d interleaved repeats\n",
               options.intra_op_threads,
               blas_set ? std::to_string(options.blas_threads).c_str() : "(not found; BLAS default)",

@@ -14,7 +14,6 @@
 // (model/head_matmul.h), to compare the two in one binary; --fused 0 runs LibTorch's operators one by one where the
 // host has kernels of its own (model/fused_kernels.h), and --fused both alternates the two step by step and reports
 // each against the same reference (a machine's changing load then hits both alike).
-#include <dlfcn.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -28,10 +27,11 @@
 #include <torch/csrc/autograd/profiler.h>
 #include <torch/torch.h>
 
+#include "common.h"
 #include "core/parallel.h"
 #include "model/bert.h"
-#include "model/head_matmul.h"
 #include "model/fused_kernels.h"
+#include "model/head_matmul.h"
 #include "runtime/environment.h"
 #include "train/fused_adamw.h"
 #include "train/optim.h"
@@ -57,8 +57,8 @@ struct Options {
 [[noreturn]] void usage(const char* message) {
   std::fprintf(stderr,
                "%s\nusage: bench_train_step [--steps N] [--warmup N] [--batch N] [--seq-lengths 128,32] "
-               "[--layers N] [--intra-op-threads N] [--blas-threads N] [--worker-threads N] [--dropout P] [--profile PREFIX] "
-               "[--keep-freed-memory 1|0] [--head-matmul blas|torch] [--fused 1|0|both]\n",
+               "[--layers N] [--intra-op-threads N] [--blas-threads N] [--worker-threads N] [--dropout P] "
+               "[--profile PREFIX] [--keep-freed-memory 1|0] [--head-matmul blas|torch] [--fused 1|0|both]\n",
                message);
   std::exit(2);
 }
@@ -86,29 +86,13 @@ Options parse(int argc, char** argv) {
       if (value != "1" && value != "0" && value != "both") usage("--fused: 1, 0 or both");
       options.fused = value == "both" ? std::vector<bool>{true, false} : std::vector<bool>{value == "1"};
     } else if (flag == "--seq-lengths") {
-      options.seq_lengths.clear();
-      std::size_t start = 0;
-      while (start <= value.size()) {
-        const std::size_t comma = value.find(',', start);
-        options.seq_lengths.push_back(std::stoll(value.substr(start, comma - start)));
-        if (comma == std::string::npos) break;
-        start = comma + 1;
-      }
+      options.seq_lengths = ts::bench::parse_int_list(value);
     } else {
       usage(("unknown option " + flag).c_str());
     }
   }
   if (options.steps < 1 || options.batch < 1 || options.layers < 1) usage("steps, batch and layers must be positive");
   return options;
-}
-
-// OpenBLAS is reached through libblas.so.3; its thread count is set through the symbol when it is the provider.
-bool set_blas_threads(int threads) {
-  using SetThreads = void (*)(int);
-  auto set = reinterpret_cast<SetThreads>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
-  if (!set) return false;
-  set(threads);
-  return true;
 }
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
@@ -125,12 +109,6 @@ long minor_page_faults() {
   rusage usage{};
   ::getrusage(RUSAGE_SELF, &usage);
   return usage.ru_minflt;
-}
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const std::size_t n = values.size();
-  return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
 }
 
 // The matrix products of one training step of the encoder (forward, and the two products per forward product in
@@ -200,7 +178,7 @@ class ReferenceWorkload {
 int main(int argc, char** argv) {
   const Options options = parse(argc, argv);
   at::set_num_threads(options.intra_op_threads);
-  const bool blas_set = set_blas_threads(options.blas_threads);
+  const bool blas_set = ts::bench::set_openblas_threads(options.blas_threads);
   const bool keeps_freed_memory = options.keep_freed_memory && ts::runtime::keep_freed_memory();
   ts::set_head_matmul_blas(options.head_matmul_blas);
   if (options.worker_threads > 0) ts::set_worker_threads(options.worker_threads);
@@ -287,11 +265,11 @@ int main(int argc, char** argv) {
       reference.run();
       reference_seconds.push_back(seconds_since(start));
     }
-    const double reference_time = median(reference_seconds);
+    const double reference_time = ts::bench::median(reference_seconds);
     const double flops = reference.flops();
     const double reference_rate = flops / reference_time / 1e9;
     for (variant = 0; variant < variants; ++variant) {
-      const double step_time = median(step_seconds[variant]);
+      const double step_time = ts::bench::median(step_seconds[variant]);
       const double model_rate = flops / step_time / 1e9;
       const char* label = variants == 1 ? "" : options.fused[variant] ? " (fused kernels)" : " (LibTorch's operators)";
       std::printf(
@@ -310,7 +288,7 @@ int main(int argc, char** argv) {
       std::vector<double> paired;
       for (int i = 0; i < options.steps; ++i) paired.push_back(step_seconds[0][i] / step_seconds[1][i]);
       std::printf("          paired: the first step time over the second, median of %d rounds: %.3f\n", options.steps,
-                  median(paired));
+                  ts::bench::median(paired));
     }
     timing_phases = false;
     variant = 0;

@@ -11,6 +11,18 @@ namespace ts {
 void set_worker_threads(int threads);
 int worker_threads();
 
+// Sets the worker thread count for a scope and restores it after (tests: results that must not depend on it).
+class ScopedWorkerThreads {
+ public:
+  explicit ScopedWorkerThreads(int threads) : saved_(worker_threads()) { set_worker_threads(threads); }
+  ~ScopedWorkerThreads() { set_worker_threads(saved_); }
+  ScopedWorkerThreads(const ScopedWorkerThreads&) = delete;
+  ScopedWorkerThreads& operator=(const ScopedWorkerThreads&) = delete;
+
+ private:
+  int saved_;
+};
+
 // Calls body(begin, end) on contiguous pieces of [0, n), at most worker_threads() of them at once, the calling
 // thread running the first. Pieces are at least `grain` long, so that short loops stay on the calling thread.
 // `body` must not throw.

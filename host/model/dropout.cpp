@@ -75,8 +75,8 @@ struct DropoutFunction : torch::autograd::Function<DropoutFunction> {
                                                  torch::autograd::variable_list grad_outputs) {
     const torch::Tensor grad = grad_outputs[0].contiguous();
     torch::Tensor grad_input = torch::empty_like(grad);
-    scale_kept(grad_input, grad,
-               mask_of(static_cast<uint64_t>(context->saved_data["seed"].toInt()), context->saved_data["p"].toDouble()));
+    const auto seed = static_cast<uint64_t>(context->saved_data["seed"].toInt());
+    scale_kept(grad_input, grad, mask_of(seed, context->saved_data["p"].toDouble()));
     return {grad_input, torch::Tensor()};
   }
 

@@ -37,8 +37,9 @@ struct EmbeddingFunction : torch::autograd::Function<EmbeddingFunction> {
 
 torch::Tensor ReusedEmbeddingGradient::lookup(const torch::Tensor& ids, const torch::Tensor& weight,
                                               int64_t padding_idx) {
-  const bool reusable = fused_kernels_enabled() && torch::GradMode::is_enabled() && weight.requires_grad() && weight.device().is_cpu() &&
-                        weight.scalar_type() == torch::kFloat && weight.dim() == 2 && weight.is_contiguous();
+  const bool reusable = fused_kernels_enabled() && torch::GradMode::is_enabled() && weight.requires_grad() &&
+                        weight.device().is_cpu() && weight.scalar_type() == torch::kFloat && weight.dim() == 2 &&
+                        weight.is_contiguous();
   if (!reusable) return torch::embedding(weight, ids, padding_idx);
   if (!buffer_.defined() || buffer_.sizes() != weight.sizes()) buffer_ = torch::empty_like(weight);
   return EmbeddingFunction::apply(weight, ids, buffer_, padding_idx);

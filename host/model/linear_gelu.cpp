@@ -47,8 +47,9 @@ __attribute__((always_inline)) inline float erf_given_exp(float x, float exp_neg
 }
 
 // Rows [first, last) of the [rows, cols] product: pre += bias (kept for backward), out = gelu(pre).
-__attribute__((always_inline)) inline void bias_gelu_rows(float* __restrict pre, float* __restrict out, const float* __restrict bias, int64_t first,
-                    int64_t last, int64_t cols) {
+__attribute__((always_inline)) inline void bias_gelu_rows(float* __restrict pre, float* __restrict out,
+                                                          const float* __restrict bias, int64_t first, int64_t last,
+                                                          int64_t cols) {
   for (int64_t row = first; row < last; ++row) {
     float* pre_row = pre + row * cols;
     float* out_row = out + row * cols;
@@ -63,8 +64,10 @@ __attribute__((always_inline)) inline void bias_gelu_rows(float* __restrict pre,
 
 // Rows [first, last): grad_pre = grad · gelu'(pre), and their column sums (this block's share of the bias gradient)
 // into bias_sums.
-__attribute__((always_inline)) inline void gelu_backward_rows(const float* __restrict grad, const float* __restrict pre, float* __restrict grad_pre,
-                        float* __restrict bias_sums, int64_t first, int64_t last, int64_t cols) {
+__attribute__((always_inline)) inline void gelu_backward_rows(const float* __restrict grad,
+                                                              const float* __restrict pre, float* __restrict grad_pre,
+                                                              float* __restrict bias_sums, int64_t first, int64_t last,
+                                                              int64_t cols) {
   std::fill(bias_sums, bias_sums + cols, 0.0f);
   for (int64_t row = first; row < last; ++row) {
     const float* grad_row = grad + row * cols;
@@ -136,8 +139,7 @@ struct LinearGeluFunction : torch::autograd::Function<LinearGeluFunction> {
     const torch::Tensor bias_contiguous = bias.contiguous();
     const float* bias_data = bias_contiguous.data_ptr<float>();
     parallel_ranges(blocks_of(rows), 1, [&](int64_t begin, int64_t end) {
-      bias_gelu(pre_data, out_data, bias_data, begin * kRowsPerBlock, std::min(rows, end * kRowsPerBlock),
-                     cols);
+      bias_gelu(pre_data, out_data, bias_data, begin * kRowsPerBlock, std::min(rows, end * kRowsPerBlock), cols);
     });
     context->save_for_backward({rows_in, weight, pre});
     context->saved_data["shape"] = x.sizes().vec();

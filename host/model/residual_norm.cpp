@@ -260,7 +260,8 @@ struct ResidualNormFunction : torch::autograd::Function<ResidualNormFunction> {
       grad_x = torch::mm(grad_product, weight).view(context->saved_data["x_shape"].toIntVector());
     if (context->needs_input_grad(1)) grad_weight = torch::mm(grad_product.t(), rows_in);
     if (context->needs_input_grad(2)) grad_bias = totals[2];
-    if (grad_residual.defined()) grad_residual = grad_residual.view(context->saved_data["residual_shape"].toIntVector());
+    if (grad_residual.defined())
+      grad_residual = grad_residual.view(context->saved_data["residual_shape"].toIntVector());
     if (context->needs_input_grad(4)) grad_gamma = totals[0];
     if (context->needs_input_grad(5)) grad_beta = totals[1];
     return {grad_x, grad_weight, grad_bias, grad_residual, grad_gamma, grad_beta,

@@ -10,9 +10,9 @@
 // masked gradient of the product, and the column sums for the bias, weight and shift of LayerNorm.
 //
 // The dropout mask is ts::dropout's (model/dropout.h: the same seed from torch's generator, the same bits per
-// element), so the fused and unfused paths drop the same elements. LayerNorm's mean and variance are computed over
-// the row in two passes (the variance about the mean), as torch's kernel does; column sums are added over fixed
-// blocks of rows in a fixed order: the same whatever the thread count.
+// element), so the fused and unfused paths drop the same elements. LayerNorm's variance is taken about the row's
+// mean, in a second pass over the row while it is in cache; column sums are added over fixed blocks of rows in a
+// fixed order: the same whatever the thread count.
 //
 // Used for float32 CPU tensors; otherwise the operators one by one, the same function.
 #include <torch/torch.h>

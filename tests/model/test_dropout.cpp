@@ -8,17 +8,6 @@
 #include "core/parallel.h"
 #include "model/dropout.h"
 
-
-
-namespace {
-// Restores the thread count a test changed.
-struct WorkerThreads {
-  int saved = ts::worker_threads();
-  explicit WorkerThreads(int threads) { ts::set_worker_threads(threads); }
-  ~WorkerThreads() { ts::set_worker_threads(saved); }
-};
-}  // namespace
-
 TEST_CASE("dropout is the identity in eval mode and at p = 0", "[dropout]") {
   const torch::Tensor x = torch::randn({4, 5});
   CHECK(ts::dropout(x, 0.3, /*training=*/false).is_same(x));
@@ -57,12 +46,12 @@ TEST_CASE("dropout masks follow torch::manual_seed, not the thread count", "[dro
   torch::manual_seed(11);
   CHECK(torch::equal(ts::dropout(x, 0.25, true), first));
   {
-    WorkerThreads one(1);
+    ts::ScopedWorkerThreads one(1);
     torch::manual_seed(11);
     CHECK(torch::equal(ts::dropout(x, 0.25, true), first));
   }
   {
-    WorkerThreads three(3);
+    ts::ScopedWorkerThreads three(3);
     torch::manual_seed(11);
     CHECK(torch::equal(ts::dropout(x, 0.25, true), first));
   }

@@ -7,12 +7,6 @@
 
 namespace {
 
-struct WorkerThreads {
-  int saved = ts::worker_threads();
-  explicit WorkerThreads(int threads) { ts::set_worker_threads(threads); }
-  ~WorkerThreads() { ts::set_worker_threads(saved); }
-};
-
 struct Gradients {
   torch::Tensor out, x, weight, bias;
 };
@@ -99,11 +93,11 @@ TEST_CASE("linear_gelu's gradients do not depend on the thread count", "[linear_
   const torch::Tensor upstream = torch::randn({600, 64});
   Gradients one, three;
   {
-    WorkerThreads threads(1);
+    ts::ScopedWorkerThreads threads(1);
     one = run(true, x, weight, bias, upstream);
   }
   {
-    WorkerThreads threads(3);
+    ts::ScopedWorkerThreads threads(3);
     three = run(true, x, weight, bias, upstream);
   }
   CHECK(torch::equal(one.out, three.out));

@@ -8,12 +8,6 @@
 
 namespace {
 
-struct WorkerThreads {
-  int saved = ts::worker_threads();
-  explicit WorkerThreads(int threads) { ts::set_worker_threads(threads); }
-  ~WorkerThreads() { ts::set_worker_threads(saved); }
-};
-
 struct Inputs {
   torch::Tensor x, residual, weight, bias, gamma, beta, upstream;
 };
@@ -121,11 +115,11 @@ TEST_CASE("residual_norm's results do not depend on the thread count", "[residua
   const Inputs in = make_inputs(4, 75, 16, 48);
   Results one, three;
   {
-    WorkerThreads threads(1);
+    ts::ScopedWorkerThreads threads(1);
     one = run(true, in, 0.1, true);
   }
   {
-    WorkerThreads threads(3);
+    ts::ScopedWorkerThreads threads(3);
     three = run(true, in, 0.1, true);
   }
   CHECK(torch::equal(one.out, three.out));

@@ -151,11 +151,8 @@ TEST_CASE("sum_of_squares sums in double, the same for every thread count", "[op
   const double ours = sum_of_squares(values.data_ptr<float>(), values.numel());
   CHECK(ours == Approx(exact).epsilon(1e-13));
   for (const int threads : {1, 3}) {
-    const int saved = ts::worker_threads();
-    ts::set_worker_threads(threads);
-    const double again = sum_of_squares(values.data_ptr<float>(), values.numel());
-    ts::set_worker_threads(saved);
-    CHECK(again == ours);
+    ts::ScopedWorkerThreads scoped(threads);
+    CHECK(sum_of_squares(values.data_ptr<float>(), values.numel()) == ours);
   }
   CHECK(sum_of_squares(values.data_ptr<float>(), 0) == 0.0);
   CHECK(sum_of_squares(values.data_ptr<float>(), 3) ==
