@@ -15,9 +15,9 @@ namespace ts {
 
 torch::Tensor dropout(const torch::Tensor& input, double p, bool training);
 
-// The mask, for kernels that fuse dropout into a pass of their own (model/residual_norm.h): ts::dropout with a seed
-// drawn by draw_dropout_seed() keeps element i of its contiguous input when dropout_bits(...) >= threshold, and
-// multiplies kept elements by scale.
+// The mask, for kernels that fuse dropout into a pass of their own (model/residual_norm.h): ts::dropout draws a
+// DropoutMask::draw(p) and keeps element i of its contiguous input when
+// dropout_bits(uint32(seed), dropout_round_key(seed, i), uint32(i)) >= threshold, multiplying kept elements by scale.
 struct DropoutMask {
   uint64_t seed = 0;
   uint32_t threshold = 0;  // p · 2^32; 0 keeps everything
