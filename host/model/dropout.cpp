@@ -12,30 +12,13 @@
 namespace ts {
 namespace {
 
-// out[i] = in[i] · (bits(i) ≥ threshold ? scale : 0) for i in [begin, end), where bits(i), element i's 32 random
-// bits, hash the 64-bit seed and i in two rounds. The multiply (not a select) keeps torch's input * noise: a NaN or
-// inf dropped still gives NaN. Forward and backward both call this, so backward needs only the seed, not a mask.
+// out[i] = in[i] · keep(i) for i in [begin, end), with model/dropout.h's mask. Forward and backward both call this,
+// so backward needs only the seed, not a mask.
 #if defined(__x86_64__) && defined(__GNUC__)
 __attribute__((target_clones("avx2", "default")))
 #endif
-void masked_scale(float* out, const float* in, int64_t begin, int64_t end, uint64_t seed, uint32_t threshold,
-                  float scale) {
-  const auto seed_low = static_cast<uint32_t>(seed);
-  while (begin < end) {
-    // Within a segment the index's high half is constant, so the loop runs on 32-bit lanes.
-    const uint64_t high = static_cast<uint64_t>(begin) >> 32;
-    const int64_t segment_end = std::min<int64_t>(end, static_cast<int64_t>((high + 1) << 32));
-    const uint32_t round_key = dropout_round_key(seed, static_cast<uint64_t>(begin));
-    const auto first = static_cast<uint32_t>(begin);
-    const int64_t count = segment_end - begin;
-    float* segment_out = out + begin;
-    const float* segment_in = in + begin;
-    for (int64_t j = 0; j < count; ++j) {
-      const uint32_t bits = dropout_bits(seed_low, round_key, first + static_cast<uint32_t>(j));
-      segment_out[j] = segment_in[j] * (bits >= threshold ? scale : 0.0f);
-    }
-    begin = segment_end;
-  }
+void masked_scale(float* out, const float* in, int64_t begin, int64_t end, const DropoutMask& mask) {
+  apply_dropout_mask(out + begin, in + begin, static_cast<uint64_t>(begin), end - begin, mask);
 }
 
 constexpr int64_t kGrain = 1 << 16;
@@ -84,7 +67,7 @@ struct DropoutFunction : torch::autograd::Function<DropoutFunction> {
     float* out_data = out.data_ptr<float>();
     const float* in_data = in.data_ptr<float>();
     parallel_ranges(in.numel(), kGrain, [&](int64_t begin, int64_t end) {
-      masked_scale(out_data, in_data, begin, end, mask.seed, mask.threshold, mask.scale);
+      masked_scale(out_data, in_data, begin, end, mask);
     });
   }
 };

@@ -9,6 +9,9 @@
 // from torch's, as two seeds' do. Backward hashes the same bits again rather than keeping a mask: a hash is cheaper
 // than writing and reading a byte per element (75 MB a bert-base step at sequence 128). CUDA tensors and dtypes
 // other than float32 take torch::dropout.
+#include <algorithm>
+#include <cstdint>
+
 #include <torch/torch.h>
 
 namespace ts {
@@ -44,6 +47,32 @@ inline uint32_t dropout_round_key(uint64_t seed, uint64_t index) {
 }
 inline uint32_t dropout_bits(uint32_t seed_low, uint32_t round_key, uint32_t index_low) {
   return lowbias32(lowbias32(index_low ^ seed_low) + round_key);
+}
+
+// out[j] = in[j] · (bits(first_index + j) ≥ threshold ? scale : 0) for j in [0, count); out may be in. The multiply
+// (not a select) keeps torch's input * noise: a NaN or inf dropped still gives NaN. Always inlined, so that each
+// caller's loop vectorises for its own target.
+__attribute__((always_inline)) inline void apply_dropout_mask(float* out, const float* in, uint64_t first_index,
+                                                              int64_t count, const DropoutMask& mask) {
+  const auto seed_low = static_cast<uint32_t>(mask.seed);
+  const uint32_t threshold = mask.threshold;
+  const float scale = mask.scale;
+  int64_t done = 0;
+  while (done < count) {
+    // Within a run the index's high half is constant, so the loop runs on 32-bit lanes.
+    const uint64_t index = first_index + static_cast<uint64_t>(done);
+    const uint64_t to_boundary = (((index >> 32) + 1) << 32) - index;
+    const auto run = static_cast<int64_t>(std::min<uint64_t>(static_cast<uint64_t>(count - done), to_boundary));
+    const uint32_t round_key = dropout_round_key(mask.seed, index);
+    const auto first = static_cast<uint32_t>(index);
+    float* run_out = out + done;
+    const float* run_in = in + done;
+    for (int64_t j = 0; j < run; ++j) {
+      const uint32_t bits = dropout_bits(seed_low, round_key, first + static_cast<uint32_t>(j));
+      run_out[j] = run_in[j] * (bits >= threshold ? scale : 0.0f);
+    }
+    done += run;
+  }
 }
 
 struct DropoutImpl : torch::nn::Cloneable<DropoutImpl> {

@@ -6,7 +6,7 @@
 #include <cstring>
 
 #include "core/cpu.h"
-#include "core/parallel.h"
+#include "model/row_blocks.h"
 
 namespace ts {
 namespace {
@@ -122,11 +122,6 @@ void gelu_backward(const float* grad, const float* pre, float* grad_pre, float* 
   gelu_backward_generic(grad, pre, grad_pre, bias_sums, first, last, cols);
 }
 
-// Rows are processed in blocks of this many: the unit of parallel work and of the bias gradient's partial sums.
-constexpr int64_t kRowsPerBlock = 32;
-
-int64_t blocks_of(int64_t rows) { return (rows + kRowsPerBlock - 1) / kRowsPerBlock; }
-
 struct LinearGeluFunction : torch::autograd::Function<LinearGeluFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* context, const torch::Tensor& x,
                                const torch::Tensor& weight, const torch::Tensor& bias) {
@@ -138,8 +133,8 @@ struct LinearGeluFunction : torch::autograd::Function<LinearGeluFunction> {
     float* out_data = out.data_ptr<float>();
     const torch::Tensor bias_contiguous = bias.contiguous();
     const float* bias_data = bias_contiguous.data_ptr<float>();
-    parallel_ranges(blocks_of(rows), 1, [&](int64_t begin, int64_t end) {
-      bias_gelu(pre_data, out_data, bias_data, begin * kRowsPerBlock, std::min(rows, end * kRowsPerBlock), cols);
+    for_each_row_block(rows, [&](int64_t, int64_t first, int64_t last) {
+      bias_gelu(pre_data, out_data, bias_data, first, last, cols);
     });
     context->save_for_backward({rows_in, weight, pre});
     context->saved_data["shape"] = x.sizes().vec();
@@ -157,28 +152,19 @@ struct LinearGeluFunction : torch::autograd::Function<LinearGeluFunction> {
     const int64_t rows = pre.size(0), cols = pre.size(1);
     const torch::Tensor grad = grad_outputs[0].reshape({rows, cols}).contiguous();
     torch::Tensor grad_pre = torch::empty_like(pre);
-    const int64_t blocks = blocks_of(rows);
-    torch::Tensor sums = torch::empty({blocks, cols}, pre.options());
+    torch::Tensor sums = torch::empty({row_blocks(rows), cols}, pre.options());
     const float* grad_data = grad.data_ptr<float>();
     const float* pre_data = pre.data_ptr<float>();
     float* grad_pre_data = grad_pre.data_ptr<float>();
     float* sums_data = sums.data_ptr<float>();
-    parallel_ranges(blocks, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t block = begin; block < end; ++block)
-        gelu_backward(grad_data, pre_data, grad_pre_data, sums_data + block * cols, block * kRowsPerBlock,
-                           std::min(rows, (block + 1) * kRowsPerBlock), cols);
+    for_each_row_block(rows, [&](int64_t block, int64_t first, int64_t last) {
+      gelu_backward(grad_data, pre_data, grad_pre_data, sums_data + block * cols, first, last, cols);
     });
     torch::Tensor grad_x, grad_weight, grad_bias;
     if (context->needs_input_grad(0))
       grad_x = torch::mm(grad_pre, weight).view(context->saved_data["shape"].toIntVector());
     if (context->needs_input_grad(1)) grad_weight = torch::mm(grad_pre.t(), rows_in);
-    if (context->needs_input_grad(2)) {
-      // The blocks' sums added in block order, so that the result does not depend on how blocks met threads.
-      grad_bias = torch::zeros({cols}, pre.options());
-      float* total = grad_bias.data_ptr<float>();
-      for (int64_t block = 0; block < blocks; ++block)
-        for (int64_t c = 0; c < cols; ++c) total[c] += sums_data[block * cols + c];
-    }
+    if (context->needs_input_grad(2)) grad_bias = sum_over_blocks(sums);
     return {grad_x, grad_weight, grad_bias};
   }
 };

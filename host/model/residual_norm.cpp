@@ -6,8 +6,8 @@
 
 #include "core/cpu.h"
 #include "core/error.h"
-#include "core/parallel.h"
 #include "model/dropout.h"
+#include "model/row_blocks.h"
 
 namespace ts {
 namespace {
@@ -34,31 +34,6 @@ struct ForwardArgs {
   DropoutMask mask;
 };
 
-// values[c] ·= keep(base + c): ts::dropout's mask bits for the element indices base + c.
-__attribute__((always_inline)) inline void apply_mask(float* __restrict values, uint64_t base, int64_t cols,
-                                                      const DropoutMask& mask) {
-  if (mask.threshold == 0) return;  // no dropout: not even the scale, which is 1
-  const auto seed_low = static_cast<uint32_t>(mask.seed);
-  const uint32_t threshold = mask.threshold;
-  const float scale = mask.scale;
-  int64_t c = 0;
-  while (c < cols) {
-    // 32-bit lanes need indices that share their high half (a row crosses such a boundary only past 2^32 elements).
-    const uint64_t index = base + static_cast<uint64_t>(c);
-    const uint64_t to_boundary = (((index >> 32) + 1) << 32) - index;
-    const int64_t run_end = static_cast<int64_t>(std::min<uint64_t>(static_cast<uint64_t>(cols), c + to_boundary));
-    const uint32_t round_key = dropout_round_key(mask.seed, index);
-    const auto first = static_cast<uint32_t>(index);
-    float* __restrict run = values + c;
-    const int64_t count = run_end - c;
-    for (int64_t j = 0; j < count; ++j) {
-      const uint32_t bits = dropout_bits(seed_low, round_key, first + static_cast<uint32_t>(j));
-      run[j] *= bits >= threshold ? scale : 0.0f;
-    }
-    c = run_end;
-  }
-}
-
 __attribute__((always_inline)) inline void forward_rows(const ForwardArgs& a, int64_t first, int64_t last) {
   const int64_t cols = a.cols;
   for (int64_t row = first; row < last; ++row) {
@@ -67,7 +42,8 @@ __attribute__((always_inline)) inline void forward_rows(const ForwardArgs& a, in
     const float* __restrict residual = a.residual + row * cols;
     // In the unfused order: dropout(product + bias) + residual.
     for (int64_t c = 0; c < cols; ++c) s[c] += a.bias[c];
-    apply_mask(s, static_cast<uint64_t>(row * cols), cols, a.mask);
+    // A threshold of 0 drops nothing and scales by 1: the pass is skipped.
+    if (a.mask.threshold != 0) apply_dropout_mask(s, s, static_cast<uint64_t>(row * cols), cols, a.mask);
     for (int64_t c = 0; c < cols; ++c) s[c] += residual[c];
     Lanes sum;
     int64_t c = 0;
@@ -147,7 +123,8 @@ __attribute__((always_inline)) inline void backward_rows(const BackwardArgs& a, 
     layer_norm_backward_row(g, s, a.gamma, grad_product, grad_gamma, grad_beta, cols, mean, rstd, mean_g, mean_gx);
     if (a.grad_residual) std::copy(grad_product, grad_product + cols, a.grad_residual + row * cols);
     // Dropout multiplied by 0 or the scale, and so does its gradient.
-    apply_mask(grad_product, static_cast<uint64_t>(row * cols), cols, a.mask);
+    if (a.mask.threshold != 0)
+      apply_dropout_mask(grad_product, grad_product, static_cast<uint64_t>(row * cols), cols, a.mask);
     for (c = 0; c < cols; ++c) grad_bias[c] += grad_product[c];
   }
 }
@@ -182,11 +159,6 @@ void backward_pass(const BackwardArgs& a, int64_t first, int64_t last, float* co
   backward_generic(a, first, last, column_sums);
 }
 
-// Rows are processed in blocks of this many: the unit of parallel work and of the column sums' partial sums.
-constexpr int64_t kRowsPerBlock = 32;
-
-int64_t blocks_of(int64_t rows) { return (rows + kRowsPerBlock - 1) / kRowsPerBlock; }
-
 std::vector<int64_t> with_last(const torch::Tensor& like, int64_t last) {
   std::vector<int64_t> shape = like.sizes().vec();
   shape.back() = last;
@@ -212,9 +184,7 @@ struct ResidualNormFunction : torch::autograd::Function<ResidualNormFunction> {
     const ForwardArgs args{sums.data_ptr<float>(), residual_rows.data_ptr<float>(), bias_c.data_ptr<float>(),
                            gamma.data_ptr<float>(), beta.data_ptr<float>(), out.data_ptr<float>(),
                            mean.data_ptr<float>(), rstd.data_ptr<float>(), cols, static_cast<float>(eps), mask};
-    parallel_ranges(blocks_of(rows), 1, [&](int64_t begin, int64_t end) {
-      forward_pass(args, begin * kRowsPerBlock, std::min(rows, end * kRowsPerBlock));
-    });
+    for_each_row_block(rows, [&](int64_t, int64_t first, int64_t last) { forward_pass(args, first, last); });
     context->save_for_backward({rows_in, weight, sums, mean, rstd, gamma});
     context->saved_data["seed"] = static_cast<int64_t>(mask.seed);
     context->saved_data["threshold"] = static_cast<int64_t>(mask.threshold);
@@ -238,23 +208,16 @@ struct ResidualNormFunction : torch::autograd::Function<ResidualNormFunction> {
     torch::Tensor grad_product = torch::empty_like(sums);
     torch::Tensor grad_residual;
     if (context->needs_input_grad(3)) grad_residual = torch::empty_like(sums);
-    const int64_t blocks = blocks_of(rows);
-    torch::Tensor column_sums = torch::empty({blocks, 3, cols}, sums.options());
+    torch::Tensor column_sums = torch::empty({row_blocks(rows), 3, cols}, sums.options());
     const BackwardArgs args{grad.data_ptr<float>(), sums.data_ptr<float>(), mean.data_ptr<float>(),
                             rstd.data_ptr<float>(), gamma.data_ptr<float>(),
                             grad_residual.defined() ? grad_residual.data_ptr<float>() : nullptr,
                             grad_product.data_ptr<float>(), column_sums.data_ptr<float>(), cols, mask};
     float* block_sums = column_sums.data_ptr<float>();
-    parallel_ranges(blocks, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t block = begin; block < end; ++block)
-        backward_pass(args, block * kRowsPerBlock, std::min(rows, (block + 1) * kRowsPerBlock),
-                      block_sums + block * 3 * cols);
+    for_each_row_block(rows, [&](int64_t block, int64_t first, int64_t last) {
+      backward_pass(args, first, last, block_sums + block * 3 * cols);
     });
-    // The blocks' sums added in block order, so that the result does not depend on how blocks met threads.
-    torch::Tensor totals = torch::zeros({3, cols}, sums.options());
-    float* total = totals.data_ptr<float>();
-    for (int64_t block = 0; block < blocks; ++block)
-      for (int64_t i = 0; i < 3 * cols; ++i) total[i] += block_sums[block * 3 * cols + i];
+    const torch::Tensor totals = sum_over_blocks(column_sums);
     torch::Tensor grad_x, grad_weight, grad_bias, grad_gamma, grad_beta;
     if (context->needs_input_grad(0))
       grad_x = torch::mm(grad_product, weight).view(context->saved_data["x_shape"].toIntVector());
