@@ -9,6 +9,9 @@
 //   dense + dropout + residual + LayerNorm (model/residual_norm.h): forward and backward of
 //     LayerNorm(dropout(x Wᵀ + b) + residual), x [16·seq, in], W [768, in], for in = 768 (attention's output) and
 //     3072 (the feed-forward's); "torch" is addmm, ts::dropout, the add and torch::layer_norm with autograd.
+//   self-attention (model/attention.h): forward and backward of BertSelfAttention, hidden [16, seq, 768], 12 heads,
+//     dropout 0.1, no padding; "torch" is three projections, head_matmul, the division, softmax and ts::dropout with
+//     autograd; the reference is the products alone (the packed projection's three, and the six per head).
 //   gradient norm (train/sum_of_squares.h): clipping's global norm over bert-base's parameter shapes; "torch" is
 //     a norm per tensor, then the norm of those, as torch::nn::utils::clip_grad_norm_.
 #include <algorithm>
@@ -24,6 +27,7 @@
 #include "common.h"
 #include "core/parallel.h"
 #include "model/bert.h"
+#include "model/head_matmul.h"
 #include "model/linear_gelu.h"
 #include "model/residual_norm.h"
 #include "train/sum_of_squares.h"
@@ -154,6 +158,42 @@ void bench_residual_norm(int64_t seq, int64_t in, int repeats) {
          t);
 }
 
+void bench_self_attention(int64_t seq, int repeats) {
+  const int64_t batch = 16, hidden = 768, heads = 12, head = hidden / heads;
+  ts::BertConfig config;  // bert-base-uncased shapes
+  torch::manual_seed(0);
+  ts::BertSelfAttention attention(config);
+  attention->train();
+  const torch::Tensor x = torch::randn({batch, seq, hidden}).requires_grad_(true);
+  const torch::Tensor upstream = torch::randn({batch, seq, hidden});
+  const auto forward_backward = [&](bool fused) {
+    return [&, fused] {
+      ts::set_fused_kernels(fused);
+      attention->zero_grad();
+      x.mutable_grad().reset();
+      attention->forward(x, torch::Tensor()).backward(upstream);
+    };
+  };
+  const torch::Tensor packed_weight = torch::randn({3 * hidden, hidden}) * 0.02;
+  LinearProducts projections(x, packed_weight, torch::randn({batch, seq, 3 * hidden}));
+  const auto heads_of = [&](int64_t rows, int64_t cols) { return torch::randn({batch, heads, rows, cols}); };
+  const torch::Tensor q = heads_of(seq, head), k = heads_of(seq, head), v = heads_of(seq, head);
+  const torch::Tensor scores = heads_of(seq, seq), grad_scores = heads_of(seq, seq), out = heads_of(seq, head);
+  const torch::Tensor dq = heads_of(seq, head), dk = heads_of(seq, head), dv = heads_of(seq, head);
+  const auto products = [&] {
+    projections();
+    ts::gemm_per_head(q, false, k, true, scores);             // Q Kᵀ
+    ts::gemm_per_head(scores, false, v, false, out);          // P V
+    ts::gemm_per_head(out, false, v, true, grad_scores);      // dP = dC Vᵀ
+    ts::gemm_per_head(scores, true, out, false, dv);          // dV = Pᵀ dC
+    ts::gemm_per_head(grad_scores, false, k, false, dq);      // dQ = dS K
+    ts::gemm_per_head(grad_scores, true, q, false, dk);       // dK = dSᵀ Q
+  };
+  const auto t = time_interleaved({forward_backward(true), forward_backward(false), products}, repeats);
+  ts::set_fused_kernels(true);
+  report("self-attention, seq " + std::to_string(seq) + " (hidden " + shape(batch * seq, hidden) + ", 12 heads)", t);
+}
+
 void bench_gradient_norm(int repeats) {
   ts::BertConfig config;  // bert-base-uncased shapes
   config.set_num_labels(2);
@@ -195,6 +235,7 @@ int main(int argc, char** argv) {
   for (const int64_t seq : options.seq_lengths) {
     bench_linear_gelu(seq, options.repeats);
     for (const int64_t in : {768, 3072}) bench_residual_norm(seq, in, options.repeats);
+    bench_self_attention(seq, options.repeats);
   }
   bench_gradient_norm(options.repeats);
   return 0;

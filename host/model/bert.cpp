@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "model/attention.h"
 #include "model/head_matmul.h"
 #include "model/linear_gelu.h"
 #include "model/residual_norm.h"
@@ -120,6 +121,10 @@ BertSelfAttentionImpl::BertSelfAttentionImpl(const BertConfig& config)
   key = register_module("key", nn::Linear(config.hidden_size, all_heads));
   value = register_module("value", nn::Linear(config.hidden_size, all_heads));
   dropout = register_module("dropout", Dropout(config.attention_probs_dropout_prob));
+  // One allocation each for the three weights and the three biases, so that the packed projection reads them in
+  // place (model/attention.h).
+  place_side_by_side({query->weight, key->weight, value->weight});
+  place_side_by_side({query->bias, key->bias, value->bias});
 }
 
 torch::Tensor BertSelfAttentionImpl::forward(const torch::Tensor& hidden_states, const torch::Tensor& extended_mask) {
@@ -128,6 +133,14 @@ torch::Tensor BertSelfAttentionImpl::forward(const torch::Tensor& hidden_states,
   const auto split_heads = [&](const torch::Tensor& x) {
     return x.view({batch, seq, num_heads, head_size}).permute({0, 2, 1, 3});
   };
+  if (packed_self_attention_fuses(hidden_states, extended_mask, dropout->p) && query->bias.defined() &&
+      key->bias.defined() && value->bias.defined()) {
+    // The three projections as one product: one larger product runs faster than three, and backward's input
+    // gradient is one product rather than three and two adds.
+    const torch::Tensor packed = packed_projection(hidden_states, {query->weight, key->weight, value->weight},
+                                                   {query->bias, key->bias, value->bias});
+    return packed_self_attention(packed, num_heads, extended_mask, dropout->p, dropout->is_training());
+  }
   const torch::Tensor q = split_heads(linear_addmm(query, hidden_states));
   const torch::Tensor k = split_heads(linear_addmm(key, hidden_states));
   const torch::Tensor v = split_heads(linear_addmm(value, hidden_states));

@@ -1,8 +1,8 @@
 #pragma once
 // One switch for the host's own kernels that stand in for sequences of LibTorch operators on the CPU:
-// model/linear_gelu.h, model/residual_norm.h and model/embedding.h's reused gradient. Off, the model runs LibTorch's
-// operators one by one (the same functions), so that benchmarks and tests compare the two in one binary. On by
-// default.
+// model/linear_gelu.h, model/residual_norm.h, model/attention.h (with BertSelfAttention's packed projections) and
+// model/embedding.h's reused gradient. Off, the model runs LibTorch's operators one by one (the same functions), so
+// that benchmarks and tests compare the two in one binary. On by default.
 namespace ts {
 
 bool fused_kernels_enabled();

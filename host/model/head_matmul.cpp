@@ -103,6 +103,32 @@ std::atomic<bool> blas_enabled{true};
 
 }  // namespace
 
+void gemm_per_head(const torch::Tensor& a, bool transpose_a, const torch::Tensor& b, bool transpose_b,
+                   const torch::Tensor& c) {
+  const auto usable = [](const torch::Tensor& t) {
+    return t.dim() == 4 && rows_dense(t) && t.device().is_cpu() && t.scalar_type() == torch::kFloat;
+  };
+  if (!usable(a) || !usable(b) || !usable(c))
+    fail("gemm_per_head: operands {}, {} and {} are not float32 CPU matrices with unit column stride",
+         c10::str(a.sizes()), c10::str(b.sizes()), c10::str(c.sizes()));
+  const int64_t m = transpose_a ? a.size(3) : a.size(2), k = transpose_a ? a.size(2) : a.size(3);
+  const int64_t k_b = transpose_b ? b.size(3) : b.size(2), n = transpose_b ? b.size(2) : b.size(3);
+  if (a.size(0) != c.size(0) || a.size(1) != c.size(1) || b.size(0) != c.size(0) || b.size(1) != c.size(1) ||
+      k != k_b || c.size(2) != m || c.size(3) != n)
+    fail("gemm_per_head: shapes {}{}, {}{} and {} do not multiply per head", c10::str(a.sizes()),
+         transpose_a ? " (transposed)" : "", c10::str(b.sizes()), transpose_b ? " (transposed)" : "",
+         c10::str(c.sizes()));
+  if (c.numel() == 0) return;
+  if (k == 0) {
+    c.zero_();
+    return;
+  }
+#ifdef TWOSTAGE_HAVE_SGEMM
+  if (blas_enabled) return gemm_heads(a, transpose_a, b, transpose_b, c);
+#endif
+  c.copy_(torch::matmul(transpose_a ? a.transpose(-1, -2) : a, transpose_b ? b.transpose(-1, -2) : b));
+}
+
 void set_head_matmul_blas(bool enabled) { blas_enabled = enabled; }
 
 bool head_matmul_uses_blas(const torch::Tensor& a, const torch::Tensor& b) {

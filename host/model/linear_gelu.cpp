@@ -3,35 +3,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 
 #include "core/cpu.h"
 #include "model/row_blocks.h"
+#include "model/vector_math.h"
 
 namespace ts {
 namespace {
-
-// e^x for x <= 0: Cephes expf's range reduction and polynomial (about 1 ulp), without branches, so that the loops
-// below vectorise (torch's kernel calls SLEEF for this, which a host build cannot count on). Always inlined: GCC
-// would otherwise call it from the AVX2 copies below, and their loops would not vectorise.
-__attribute__((always_inline)) inline float exp_nonpositive(float x) {
-  x = x < -87.0f ? -87.0f : x;  // keeps 2^n normal; e^-87 is below every float the caller adds it to
-  const float shifter = 12582912.0f;  // 1.5 · 2^23: adding and subtracting it rounds to an integer
-  const float n = (x * 1.44269504088896341f + shifter) - shifter;
-  float r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
-}
 
 constexpr float kSqrtHalf = 0.70710678118654752440f;
 constexpr float kInvSqrtTwoPi = 0.39894228040143267794f;
