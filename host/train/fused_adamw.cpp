@@ -3,6 +3,7 @@
 #include <cmath>
 #include <string>
 
+#include "core/cpu.h"
 #include "core/error.h"
 #include "core/parallel.h"
 
@@ -21,7 +22,7 @@ struct Coefficients {
 // The coefficients are copied into locals and the arrays marked __restrict so that the compiler vectorises the
 // loop (CMakeLists: -O3 -fno-math-errno for this file); vector sqrt and division round exactly as the scalar ones.
 template <bool kScaled>
-void update_range(float* __restrict p, const float* __restrict g, float* __restrict m, float* __restrict v,
+__attribute__((always_inline)) inline void update_range(float* __restrict p, const float* __restrict g, float* __restrict m, float* __restrict v,
                   int64_t begin, int64_t end, const Coefficients& coefficients) {
   const Coefficients c = coefficients;
   for (int64_t i = begin; i < end; ++i) {
@@ -37,9 +38,67 @@ void update_range(float* __restrict p, const float* __restrict g, float* __restr
   }
 }
 
+// Twice: for the machine the build targets, and with AVX2 (eight lanes) where the CPU has it. Not FMA: a fused
+// multiply-add would round differently from torch's kernels.
+template <bool kScaled>
+void update_generic(float* p, const float* g, float* m, float* v, int64_t begin, int64_t end,
+                    const Coefficients& coefficients) {
+  update_range<kScaled>(p, g, m, v, begin, end, coefficients);
+}
+#if defined(__x86_64__) && defined(__GNUC__)
+template <bool kScaled>
+__attribute__((target("avx2"))) void update_avx2(float* p, const float* g, float* m, float* v, int64_t begin,
+                                                  int64_t end, const Coefficients& coefficients) {
+  update_range<kScaled>(p, g, m, v, begin, end, coefficients);
+}
+#endif
+
+template <bool kScaled>
+void update(float* p, const float* g, float* m, float* v, int64_t begin, int64_t end, const Coefficients& c) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (cpu_has_avx2_fma()) return update_avx2<kScaled>(p, g, m, v, begin, end, c);
+#endif
+  update_generic<kScaled>(p, g, m, v, begin, end, c);
+}
+
+// Whether the row holds any gradient other than ±0 (NaN included). The bits without their sign are ORed, a loop
+// that vectorises.
+__attribute__((always_inline)) inline bool row_has_gradient(const float* __restrict g, int64_t cols) {
+  using AliasedBits = uint32_t __attribute__((may_alias));
+  const auto* bits = reinterpret_cast<const AliasedBits*>(g);
+  uint32_t any = 0;
+  for (int64_t i = 0; i < cols; ++i) any |= bits[i] << 1;
+  return any != 0;
+}
+
+// Rows [first, last) of a [rows, cols] tensor: the update of live rows, in runs of consecutive ones. A row comes alive
+// with its first nonzero gradient and stays so (its moments are no longer zero).
+template <bool kScaled>
+void update_live_rows(float* p, const float* g, float* m, float* v, uint8_t* live, int64_t first, int64_t last,
+                      int64_t cols, const Coefficients& c) {
+  int64_t run_start = first;
+  for (int64_t row = first; row < last; ++row) {
+    if (!live[row] && row_has_gradient(g + row * cols, cols)) live[row] = 1;
+    if (live[row]) continue;
+    if (run_start < row) update<kScaled>(p, g, m, v, run_start * cols, row * cols, c);
+    run_start = row + 1;
+  }
+  if (run_start < last) update<kScaled>(p, g, m, v, run_start * cols, last * cols, c);
+}
+
+// Marks the rows whose moments are not all zero.
+std::vector<uint8_t> rows_with_moments(const torch::Tensor& exp_avg, const torch::Tensor& exp_avg_sq) {
+  const torch::Tensor moving = (exp_avg.ne(0) | exp_avg_sq.ne(0)).any(1);
+  const torch::Tensor flags = moving.to(torch::kUInt8).contiguous();
+  return std::vector<uint8_t>(flags.data_ptr<uint8_t>(), flags.data_ptr<uint8_t>() + flags.numel());
+}
+
 // Tensors of a million elements or more are split over the run's cores: while the update runs, the BLAS threads
 // idle.
 constexpr int64_t kGrain = 1 << 19;
+
+// Matrices of this many rows or more (word embeddings) are updated row by row, skipping rows that cannot change.
+constexpr int64_t kRowsForSkipping = 4096;
 
 }  // namespace
 
@@ -121,11 +180,26 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
       float* m = state.exp_avg.data_ptr<float>();
       float* v = state.exp_avg_sq.data_ptr<float>();
       const int64_t n = parameter.numel();
+      // A row whose gradient and moments are all zero keeps its values when there is no weight decay: the step
+      // adds 0 / ε. Most rows of a word embedding are such rows (tokens no batch has held yet); they are skipped.
+      if (c.decay == 1.0f && parameter.dim() == 2 && parameter.size(0) >= kRowsForSkipping) {
+        if (state.live_rows.empty()) state.live_rows = rows_with_moments(state.exp_avg, state.exp_avg_sq);
+        const int64_t cols = parameter.size(1);
+        uint8_t* live = state.live_rows.data();
+        parallel_ranges(parameter.size(0), std::max<int64_t>(1, kGrain / std::max<int64_t>(cols, 1)),
+                        [&](int64_t first, int64_t last) {
+                          if (scaled)
+                            update_live_rows<true>(p, g, m, v, live, first, last, cols, c);
+                          else
+                            update_live_rows<false>(p, g, m, v, live, first, last, cols, c);
+                        });
+        continue;
+      }
       parallel_ranges(n, kGrain, [&](int64_t begin, int64_t end) {
         if (scaled)
-          update_range<true>(p, g, m, v, begin, end, c);
+          update<true>(p, g, m, v, begin, end, c);
         else
-          update_range<false>(p, g, m, v, begin, end, c);
+          update<false>(p, g, m, v, begin, end, c);
       });
     }
   }

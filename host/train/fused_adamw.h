@@ -8,10 +8,14 @@
 // fused loop computes the same per element:
 //   p ← p (1 − lr λ);  m ← β1 m + (1 − β1) g;  v ← β2 v + (1 − β2) g²
 //   p ← p − lr / (1 − β1^t) · m / (√v / √(1 − β2^t) + ε)
-// Other tensors (CUDA, other dtypes, sparse gradients) take the same formula as tensor operations.
+// Other tensors (CUDA, other dtypes, sparse gradients) take the same formula as tensor operations. Without weight
+// decay, rows of a large matrix whose gradient and moments are all zero are left out: the formula leaves them as
+// they are (p − lr · 0 / ε), and in a word embedding most rows are such until a batch holds their token.
 #include <torch/torch.h>
 
+#include <cstdint>
 #include <unordered_map>
+#include <vector>
 
 namespace ts::train {
 
@@ -31,6 +35,8 @@ class FusedAdamW : public torch::optim::Optimizer {
   struct State {
     int64_t step = 0;
     torch::Tensor exp_avg, exp_avg_sq;
+    // Large matrices (word embeddings): whether each row's moments may be nonzero; empty until the first step.
+    std::vector<uint8_t> live_rows;
   };
   State& state_of(const torch::Tensor& parameter);
   std::unordered_map<const void*, State> moments_;

@@ -302,3 +302,48 @@ TEST_CASE("the fused AdamW follows torch's AdamW step by step, and its state sav
   resumed->step();
   CHECK(torch::equal(ours, copy));
 }
+
+TEST_CASE("the fused AdamW skips embedding rows that cannot change, and keeps every other row torch's") {
+  // 5,000 rows: the row-by-row path. Each step gives gradients to a few rows; rows touched once must keep moving
+  // with their moments afterwards, rows never touched must stay bit for bit, and the result must be torch's.
+  torch::manual_seed(1);
+  const auto start = torch::randn({5000, 6});
+  auto ours = start.clone().requires_grad_(true);
+  auto theirs = start.clone().requires_grad_(true);
+  OptimizerConfig config;
+  config.lr = 1e-2;
+  config.weight_decay = 0.0;
+  auto fused = make_optimizer({ours}, config);
+  torch::optim::AdamW reference({theirs}, torch::optim::AdamWOptions(1e-2).weight_decay(0.0));
+  const auto step_with_rows = [&](const std::vector<int64_t>& rows) {
+    auto grad = torch::zeros({5000, 6});
+    for (const int64_t row : rows) grad[row] = torch::randn({6});
+    ours.mutable_grad() = grad.clone();
+    theirs.mutable_grad() = grad.clone();
+    fused->step();
+    reference.step();
+  };
+  step_with_rows({3, 4000, 4999});
+  step_with_rows({17});
+  step_with_rows({});
+  step_with_rows({3, 2500});
+  CHECK(torch::allclose(ours, theirs, 1e-6, 1e-7));
+  CHECK(torch::equal(ours[10], start[10]));                    // never touched
+  CHECK_FALSE(torch::equal(ours[17], start[17]));  // touched at step 2 only, moved since
+  CHECK(torch::equal(ours.narrow(0, 18, 2400), start.narrow(0, 18, 2400)));
+
+  // Saved and loaded, the rows with moments are found again: the next step matches continuing.
+  std::stringstream saved;
+  torch::save(*fused, saved);
+  auto copy = ours.detach().clone().requires_grad_(true);
+  auto resumed = make_optimizer({copy}, config);
+  torch::load(*resumed, saved);
+  auto grad = torch::zeros({5000, 6});
+  grad[5] = torch::randn({6});
+  ours.mutable_grad() = grad.clone();
+  copy.mutable_grad() = grad.clone();
+  fused->step();
+  resumed->step();
+  CHECK(torch::equal(ours, copy));
+  CHECK_FALSE(torch::equal(ours[4000], start[4000]));  // moved by its moments with a zero gradient
+}
