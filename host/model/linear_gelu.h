@@ -4,9 +4,9 @@
 // Why: as addmm followed by torch::gelu, the bias is copied into the output before the product, GELU reads and
 // writes the product again, and backward makes three more passes over the [tokens, intermediate] activations
 // (GELU's gradient, then the bias gradient's column sums). Debian's LibTorch's gelu_backward ran at about a third of
-// its forward's speed. Here the product is a plain mm; one pass adds the bias and applies GELU; backward's one pass
-// computes GELU's gradient (one exp for both erf and the density) and sums the bias gradient. The matrix products
-// of backward are the ones addmm's would be.
+// its forward's speed. Here the product is a plain mm; one pass adds the bias, applies GELU and keeps GELU's slope in
+// the product's buffer (one exp serves erf and the density), so that backward's one pass only multiplies by it and
+// sums the bias gradient. The matrix products of backward are the ones addmm's would be.
 //
 // GELU is the exact (erf) form with the arithmetic of torch's vectorised CPU kernel (erf by Abramowitz and Stegun
 // 7.1.26, |error| < 1.5e-7), which is also what transformers computes on the CPU. Bias gradients are summed over
