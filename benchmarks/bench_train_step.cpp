@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <torch/csrc/autograd/profiler.h>
@@ -46,7 +47,7 @@ struct Options {
   int64_t layers = 12;
   int intra_op_threads = 1;
   int blas_threads = 2;
-  int worker_threads = 0;  // twostage's own loops (dropout, AdamW, fused kernels); 0: the machine's cores
+  int worker_threads = 0;  // twostage's own loops (dropout, AdamW, fused kernels); 0: as twostage run sets them
   double dropout = 0.1;  // hidden and attention dropout; 0 shows what dropout costs
   std::string profile;   // trace file prefix; empty: no trace
   bool keep_freed_memory = true;
@@ -181,7 +182,11 @@ int main(int argc, char** argv) {
   const bool blas_set = ts::bench::set_openblas_threads(options.blas_threads);
   const bool keeps_freed_memory = options.keep_freed_memory && ts::runtime::keep_freed_memory();
   ts::set_head_matmul_blas(options.head_matmul_blas);
-  if (options.worker_threads > 0) ts::set_worker_threads(options.worker_threads);
+  // twostage's own loops as `twostage run` sets them beside the BLAS's pool, unless asked otherwise.
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  ts::set_worker_threads(options.worker_threads > 0 ? options.worker_threads
+                         : blas_set ? ts::runtime::loop_threads_beside_blas(cores, options.blas_threads)
+                                    : cores);
   ts::set_fused_kernels(options.fused.front());
   std::printf("threads: intra-op %d, OpenBLAS %s, twostage's own loops (dropout, AdamW) %d; freed memory %s\n",
               options.intra_op_threads,

@@ -99,10 +99,10 @@ int run_command(const std::vector<std::string>& args, const std::string& command
   if (!options.help) {
     const auto plan = ts::runtime::set_threads(options.threads);
     ts::log::info("threads",
-                  fmt::format("threads: torch {}, BLAS {} ({}); BLAS: {}", plan.torch_intra_op,
-                              plan.blas ? std::to_string(plan.blas) : std::string("shared"), plan.reason,
-                              ts::runtime::blas_description()),
-                  {{"torch_threads", plan.torch_intra_op}, {"blas_threads", plan.blas},
+                  fmt::format("threads: torch {}, BLAS {}, own loops {} ({}); BLAS: {}", plan.torch_intra_op,
+                              plan.blas ? std::to_string(plan.blas) : std::string("shared"), plan.loops,
+                              plan.reason, ts::runtime::blas_description()),
+                  {{"torch_threads", plan.torch_intra_op}, {"blas_threads", plan.blas}, {"loop_threads", plan.loops},
                    {"blas", ts::runtime::blas_description()}});
     if (ts::runtime::blas_is_reference())
       ts::log::event(spdlog::level::warn, "slow_blas",

@@ -107,8 +107,14 @@ ThreadPlan set_threads(int threads) {
     plan.reason = "the BLAS follows torch's thread pool";
   }
   at::set_num_threads(plan.torch_intra_op);
-  set_worker_threads(threads);
+  plan.loops = loop_threads_beside_blas(threads, plan.blas);
+  set_worker_threads(plan.loops);
   return plan;
+}
+
+int loop_threads_beside_blas(int threads, int blas_threads) {
+  if (blas_threads <= 0) return std::max(1, threads);
+  return std::max(1, threads - blas_threads + 1);
 }
 
 std::string torch_version() {

@@ -7,6 +7,7 @@ namespace ts::runtime {
 struct ThreadPlan {
   int torch_intra_op = 1;
   int blas = 1;          // 0 when the BLAS has no pool of its own (it then follows torch)
+  int loops = 1;         // twostage's own loops (core/parallel.h: dropout, fused kernels, AdamW)
   std::string reason;    // why this split, for the log
 };
 
@@ -34,8 +35,16 @@ bool keep_freed_memory();
 // Chooses and applies the thread split for `threads` cores (0: all of them). With a BLAS that has its own pool
 // (OpenBLAS), the BLAS gets `threads`, and so does torch when OpenMP threads sleep when idle (above); otherwise
 // torch gets one intra-op thread: on Debian's LibTorch 1.13 on 2 cores, both pools at 2 with spinning OpenMP
-// threads was 1.5 to 2 times slower. With a BLAS that follows torch (MKL) torch gets `threads`.
+// threads was 1.5 to 2 times slower. With a BLAS that follows torch (MKL) torch gets `threads`. Twostage's own loops
+// get loop_threads_beside_blas.
 ThreadPlan set_threads(int threads);
+
+// Threads for twostage's own loops on `threads` cores beside a BLAS pool of blas_threads (0: no pool of its own):
+// the cores the pool's idle threads leave. OpenBLAS's threads spin for a while after every product, and training
+// runs products every few milliseconds, so loops on more threads fight them for the cores (bench_train_step on 2
+// cores, bert-base: loops on 1 thread against 2, 90.3% and 90.3% against 88.7% and 84.1% of the matmul reference
+// at sequence 32, 93.8% against 92.6% at 128).
+int loop_threads_beside_blas(int threads, int blas_threads);
 
 std::string torch_version();
 std::string version_report(const std::string& luajit_version);

@@ -1,10 +1,11 @@
-// The process environment a run sets up: here, the allocator keeping freed memory.
+// The process environment a run sets up: the allocator keeping freed memory, the thread split.
 #include <catch2/catch.hpp>
 
 #include <malloc.h>
 
 #include <cstdlib>
 
+#include "core/parallel.h"
 #include "runtime/environment.h"
 
 #if defined(__GLIBC__)
@@ -27,3 +28,16 @@ TEST_CASE("keep_freed_memory serves large blocks from the heap and keeps them wh
 }
 #endif
 #endif
+
+TEST_CASE("twostage's own loops get the cores the BLAS pool leaves", "[runtime]") {
+  CHECK(ts::runtime::loop_threads_beside_blas(2, 2) == 1);
+  CHECK(ts::runtime::loop_threads_beside_blas(16, 16) == 1);
+  CHECK(ts::runtime::loop_threads_beside_blas(16, 8) == 9);
+  CHECK(ts::runtime::loop_threads_beside_blas(4, 0) == 4);  // no pool of its own: every core
+  CHECK(ts::runtime::loop_threads_beside_blas(1, 1) == 1);
+
+  const ts::ScopedWorkerThreads restore(ts::worker_threads());
+  const auto plan = ts::runtime::set_threads(2);
+  CHECK(ts::worker_threads() == plan.loops);
+  CHECK(plan.loops == ts::runtime::loop_threads_beside_blas(2, plan.blas));
+}
