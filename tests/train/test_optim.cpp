@@ -269,38 +269,62 @@ TEST_CASE("parameters in the no-decay group are not decayed; the others are") {
   CHECK(optimizer->param_groups().size() == 2);
 }
 
-TEST_CASE("the fused AdamW follows torch's AdamW step by step, and its state saves and loads") {
-  torch::manual_seed(0);
-  const auto start = torch::randn({3000});
-  auto ours = start.clone().requires_grad_(true);
-  auto theirs = start.clone().requires_grad_(true);
+namespace {
+
+OptimizerConfig adamw_config(double weight_decay) {
   OptimizerConfig config;
   config.lr = 1e-2;
-  config.weight_decay = 0.1;
-  auto fused = make_optimizer({ours}, config);
-  torch::optim::AdamW reference({theirs}, torch::optim::AdamWOptions(1e-2).weight_decay(0.1));
-  for (int step = 0; step < 20; ++step) {
-    const auto grad = torch::randn({3000});
+  config.weight_decay = weight_decay;
+  return config;
+}
+
+// The fused AdamW and torch's, each on its own copy of the same start, stepped with the same gradients.
+struct AdamWPair {
+  AdamWPair(const torch::Tensor& start, double weight_decay)
+      : ours(start.clone().requires_grad_(true)),
+        theirs(start.clone().requires_grad_(true)),
+        config(adamw_config(weight_decay)),
+        fused(make_optimizer({ours}, config)),
+        reference({theirs}, torch::optim::AdamWOptions(config.lr).weight_decay(weight_decay)) {}
+
+  void step(const torch::Tensor& grad) {
     ours.mutable_grad() = grad.clone();
     theirs.mutable_grad() = grad.clone();
     fused->step();
     reference.step();
   }
-  CHECK(torch::allclose(ours, theirs, 1e-5, 1e-6));
-  CHECK_FALSE(torch::allclose(ours, start));
 
-  // Saved and loaded into a fresh optimiser, the next step is the same as continuing.
-  std::stringstream saved;
-  torch::save(*fused, saved);
-  auto copy = ours.detach().clone().requires_grad_(true);
-  auto resumed = make_optimizer({copy}, config);
-  torch::load(*resumed, saved);
-  const auto grad = torch::randn({3000});
-  ours.mutable_grad() = grad.clone();
-  copy.mutable_grad() = grad.clone();
-  fused->step();
-  resumed->step();
-  CHECK(torch::equal(ours, copy));
+  // The fused optimiser saved and loaded into a fresh one over a copy of its parameters; both then step with `grad`.
+  // Returns the copy, which should equal `ours`.
+  torch::Tensor step_saved_and_loaded(const torch::Tensor& grad) {
+    std::stringstream saved;
+    torch::save(*fused, saved);
+    auto copy = ours.detach().clone().requires_grad_(true);
+    auto resumed = make_optimizer({copy}, config);
+    torch::load(*resumed, saved);
+    ours.mutable_grad() = grad.clone();
+    copy.mutable_grad() = grad.clone();
+    fused->step();
+    resumed->step();
+    return copy;
+  }
+
+  torch::Tensor ours, theirs;
+  OptimizerConfig config;
+  std::unique_ptr<torch::optim::Optimizer> fused;
+  torch::optim::AdamW reference;
+};
+
+}  // namespace
+
+TEST_CASE("the fused AdamW follows torch's AdamW step by step, and its state saves and loads") {
+  torch::manual_seed(0);
+  const auto start = torch::randn({3000});
+  AdamWPair pair(start, 0.1);
+  for (int step = 0; step < 20; ++step) pair.step(torch::randn({3000}));
+  CHECK(torch::allclose(pair.ours, pair.theirs, 1e-5, 1e-6));
+  CHECK_FALSE(torch::allclose(pair.ours, start));
+  CHECK(torch::equal(pair.ours, pair.step_saved_and_loaded(torch::randn({3000}))));
 }
 
 TEST_CASE("the fused AdamW skips embedding rows that cannot change, and keeps every other row torch's") {
@@ -308,42 +332,23 @@ TEST_CASE("the fused AdamW skips embedding rows that cannot change, and keeps ev
   // with their moments afterwards, rows never touched must stay bit for bit, and the result must be torch's.
   torch::manual_seed(1);
   const auto start = torch::randn({5000, 6});
-  auto ours = start.clone().requires_grad_(true);
-  auto theirs = start.clone().requires_grad_(true);
-  OptimizerConfig config;
-  config.lr = 1e-2;
-  config.weight_decay = 0.0;
-  auto fused = make_optimizer({ours}, config);
-  torch::optim::AdamW reference({theirs}, torch::optim::AdamWOptions(1e-2).weight_decay(0.0));
-  const auto step_with_rows = [&](const std::vector<int64_t>& rows) {
+  AdamWPair pair(start, 0.0);
+  const auto gradient_in_rows = [](const std::vector<int64_t>& rows) {
     auto grad = torch::zeros({5000, 6});
     for (const int64_t row : rows) grad[row] = torch::randn({6});
-    ours.mutable_grad() = grad.clone();
-    theirs.mutable_grad() = grad.clone();
-    fused->step();
-    reference.step();
+    return grad;
   };
-  step_with_rows({3, 4000, 4999});
-  step_with_rows({17});
-  step_with_rows({});
-  step_with_rows({3, 2500});
-  CHECK(torch::allclose(ours, theirs, 1e-6, 1e-7));
-  CHECK(torch::equal(ours[10], start[10]));                    // never touched
+  pair.step(gradient_in_rows({3, 4000, 4999}));
+  pair.step(gradient_in_rows({17}));
+  pair.step(gradient_in_rows({}));
+  pair.step(gradient_in_rows({3, 2500}));
+  const auto& ours = pair.ours;
+  CHECK(torch::allclose(ours, pair.theirs, 1e-6, 1e-7));
+  CHECK(torch::equal(ours[10], start[10]));        // never touched
   CHECK_FALSE(torch::equal(ours[17], start[17]));  // touched at step 2 only, moved since
   CHECK(torch::equal(ours.narrow(0, 18, 2400), start.narrow(0, 18, 2400)));
 
   // Saved and loaded, the rows with moments are found again: the next step matches continuing.
-  std::stringstream saved;
-  torch::save(*fused, saved);
-  auto copy = ours.detach().clone().requires_grad_(true);
-  auto resumed = make_optimizer({copy}, config);
-  torch::load(*resumed, saved);
-  auto grad = torch::zeros({5000, 6});
-  grad[5] = torch::randn({6});
-  ours.mutable_grad() = grad.clone();
-  copy.mutable_grad() = grad.clone();
-  fused->step();
-  resumed->step();
-  CHECK(torch::equal(ours, copy));
+  CHECK(torch::equal(ours, pair.step_saved_and_loaded(gradient_in_rows({5}))));
   CHECK_FALSE(torch::equal(ours[4000], start[4000]));  // moved by its moments with a zero gradient
 }
