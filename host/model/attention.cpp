@@ -330,7 +330,8 @@ torch::Tensor packed_self_attention(const torch::Tensor& packed, int64_t heads, 
     fail("packed_self_attention: {} is not [batch, seq, 3 · hidden] with hidden divisible by {} heads",
          c10::str(packed.sizes()), heads);
   if (!cpu_float(packed)) fail("packed_self_attention: the projections must be float32 on the CPU");
-  if (!(dropout_p >= 0 && dropout_p < 1)) fail("packed_self_attention: dropout probability {} is not in [0, 1)", dropout_p);
+  if (!(dropout_p >= 0 && dropout_p < 1))
+    fail("packed_self_attention: dropout probability {} is not in [0, 1)", dropout_p);
   torch::Tensor mask_rows = torch::empty({0}, packed.options());
   if (extended_mask.defined()) {
     if (!cpu_float(extended_mask) || extended_mask.numel() != packed.size(0) * packed.size(1))

@@ -18,6 +18,7 @@
 //
 // Used for float32 CPU tensors with an additive mask of shape [batch, 1, 1, seq] (or none) and p < 1.
 #include <array>
+#include <vector>
 
 #include <torch/torch.h>
 

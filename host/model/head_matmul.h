@@ -23,8 +23,8 @@ bool head_matmul_uses_blas(const torch::Tensor& a, const torch::Tensor& b);
 
 // c = op(a) · op(b) for every (batch, head), written into c, for kernels of their own (model/attention.h). a, b and
 // c are [B, H, rows, cols] float32 CPU tensors whose rows have unit column stride (any row, head and batch strides:
-// views into packed projections do); op transposes the last two dimensions where asked. With
-// the BLAS path off (set_head_matmul_blas), torch::matmul computes it and c receives a copy.
+// views into packed projections do); op transposes the last two dimensions where asked. With the BLAS path off
+// (set_head_matmul_blas), torch::matmul computes it and c receives a copy.
 void gemm_per_head(const torch::Tensor& a, bool transpose_a, const torch::Tensor& b, bool transpose_b,
                    const torch::Tensor& c);
 

@@ -22,8 +22,9 @@ struct Coefficients {
 // The coefficients are copied into locals and the arrays marked __restrict so that the compiler vectorises the
 // loop (CMakeLists: -O3 -fno-math-errno for this file); vector sqrt and division round exactly as the scalar ones.
 template <bool kScaled>
-__attribute__((always_inline)) inline void update_range(float* __restrict p, const float* __restrict g, float* __restrict m, float* __restrict v,
-                  int64_t begin, int64_t end, const Coefficients& coefficients) {
+__attribute__((always_inline)) inline void update_range(float* __restrict p, const float* __restrict g,
+                                                        float* __restrict m, float* __restrict v, int64_t begin,
+                                                        int64_t end, const Coefficients& coefficients) {
   const Coefficients c = coefficients;
   for (int64_t i = begin; i < end; ++i) {
     const float grad = kScaled ? g[i] * c.gradient_scale : g[i];

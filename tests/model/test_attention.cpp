@@ -64,7 +64,8 @@ void check_equal(const Results& a, const Results& b) {
 // The additive [batch, 1, 1, seq] mask of rows with `lengths` real tokens.
 torch::Tensor padding_mask(const std::vector<int64_t>& lengths, int64_t seq) {
   torch::Tensor mask = torch::zeros({static_cast<int64_t>(lengths.size()), seq}, torch::kLong);
-  for (std::size_t row = 0; row < lengths.size(); ++row) mask[static_cast<int64_t>(row)].narrow(0, 0, lengths[row]).fill_(1);
+  for (std::size_t row = 0; row < lengths.size(); ++row)
+    mask[static_cast<int64_t>(row)].narrow(0, 0, lengths[row]).fill_(1);
   return ts::extended_attention_mask(mask, torch::kFloat);
 }
 
