@@ -51,19 +51,13 @@ struct Options {
 
 Options parse(int argc, char** argv) {
   Options options;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (i + 1 >= argc) usage(("missing value after " + flag).c_str());
-    const std::string value = argv[++i];
+  ts::bench::for_each_option(argc, argv, [&](const std::string& flag, const std::string& value) {
     if (flag == "--repeats") options.repeats = std::stoi(value);
     else if (flag == "--intra-op-threads") options.intra_op_threads = std::stoi(value);
     else if (flag == "--blas-threads") options.blas_threads = std::stoi(value);
-    else if (flag == "--seq-lengths") {
-      options.seq_lengths = ts::bench::parse_int_list(value);
-    } else {
-      usage(("unknown option " + flag).c_str());
-    }
-  }
+    else if (flag == "--seq-lengths") options.seq_lengths = ts::bench::parse_int_list(value);
+    else usage(("unknown option " + flag).c_str());
+  }, usage);
   if (options.repeats < 1) usage("repeats must be positive");
   return options;
 }

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "common.h"
 #include "core/error.h"
 #include "data/batching.h"
 #include "data/sampling.h"
@@ -46,10 +47,8 @@ struct Args {
 
 Args parse(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string key = argv[i];
-    if (i + 1 >= argc) ts::fail("{} needs a value", key);
-    const std::string value = argv[++i];
+  const auto refuse = [](const char* message) { ts::fail("{}", message); };
+  ts::bench::for_each_option(argc, argv, [&](const std::string& key, const std::string& value) {
     if (key == "--steps") a.steps = std::stoi(value);
     else if (key == "--warmup") a.warmup = std::stoi(value);
     else if (key == "--batch") a.batch = std::stoll(value);
@@ -60,7 +59,7 @@ Args parse(int argc, char** argv) {
     else if (key == "--data") a.data = value;
     else if (key == "--vocab") a.vocab = value;
     else ts::fail("unknown option {}; see the comment at the top of bench_padding.cpp", key);
-  }
+  }, refuse);
   if (a.steps < 1) ts::fail("--steps must be >= 1");
   return a;
 }

@@ -66,10 +66,7 @@ struct Options {
 
 Options parse(int argc, char** argv) {
   Options options;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (i + 1 >= argc) usage(("missing value after " + flag).c_str());
-    const std::string value = argv[++i];
+  ts::bench::for_each_option(argc, argv, [&](const std::string& flag, const std::string& value) {
     if (flag == "--steps") options.steps = std::stoi(value);
     else if (flag == "--warmup") options.warmup = std::stoi(value);
     else if (flag == "--batch") options.batch = std::stoll(value);
@@ -91,7 +88,7 @@ Options parse(int argc, char** argv) {
     } else {
       usage(("unknown option " + flag).c_str());
     }
-  }
+  }, usage);
   if (options.steps < 1 || options.batch < 1 || options.layers < 1) usage("steps, batch and layers must be positive");
   return options;
 }

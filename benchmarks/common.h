@@ -22,6 +22,17 @@ inline std::vector<int64_t> parse_int_list(const std::string& value) {
   return out;
 }
 
+// take(flag, value) for each "--flag value" pair of the command line, in order; usage(message) (which does not
+// return) for a flag without a value.
+template <class Take, class Usage>
+void for_each_option(int argc, char** argv, const Take& take, const Usage& usage) {
+  for (int i = 1; i < argc; i += 2) {
+    const std::string flag = argv[i];
+    if (i + 1 >= argc) usage(("missing value after " + flag).c_str());
+    take(flag, std::string(argv[i + 1]));
+  }
+}
+
 inline double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   const std::size_t n = values.size();

@@ -16,49 +16,39 @@
 namespace ts {
 namespace {
 
-// Reductions over a row in eight running lanes, which GCC turns into one vector register.
-constexpr int64_t kLanes = 8;
-
 __attribute__((always_inline)) inline float row_max(const float* __restrict x, int64_t n) {
-  float lanes[kLanes];
-  std::fill(lanes, lanes + kLanes, -std::numeric_limits<float>::infinity());
+  Lanes lanes(-std::numeric_limits<float>::infinity());
   int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int64_t j = 0; j < kLanes; ++j) lanes[j] = x[i + j] > lanes[j] ? x[i + j] : lanes[j];
-  float best = lanes[0];
-  for (int64_t j = 1; j < kLanes; ++j) best = lanes[j] > best ? lanes[j] : best;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) lanes.value[j] = x[i + j] > lanes.value[j] ? x[i + j] : lanes.value[j];
+  float best = lanes.largest();
   for (; i < n; ++i) best = x[i] > best ? x[i] : best;
   return best;
 }
 
 // x[i] = e^(x[i] − shift), returning their sum.
 __attribute__((always_inline)) inline float exp_shifted_sum(float* __restrict x, float shift, int64_t n) {
-  float lanes[kLanes] = {};
+  Lanes sum;
   int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int64_t j = 0; j < kLanes; ++j) {
-      const float e = exp_nonpositive_or_zero(x[i + j] - shift);
-      x[i + j] = e;
-      lanes[j] += e;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) {
+      x[i + j] = exp_nonpositive_or_zero(x[i + j] - shift);
+      sum.value[j] += x[i + j];
     }
-  float sum = 0;
-  for (int64_t j = 0; j < kLanes; ++j) sum += lanes[j];
   for (; i < n; ++i) {
     x[i] = exp_nonpositive_or_zero(x[i] - shift);
-    sum += x[i];
+    sum.value[0] += x[i];
   }
-  return sum;
+  return sum.total();
 }
 
 __attribute__((always_inline)) inline float row_dot(const float* __restrict x, const float* __restrict y, int64_t n) {
-  float lanes[kLanes] = {};
+  Lanes sum;
   int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int64_t j = 0; j < kLanes; ++j) lanes[j] += x[i + j] * y[i + j];
-  float sum = 0;
-  for (int64_t j = 0; j < kLanes; ++j) sum += lanes[j];
-  for (; i < n; ++i) sum += x[i] * y[i];
-  return sum;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) sum.value[j] += x[i + j] * y[i + j];
+  for (; i < n; ++i) sum.value[0] += x[i] * y[i];
+  return sum.total();
 }
 
 struct Rows {
@@ -190,9 +180,7 @@ struct PackedAttentionFunction : torch::autograd::Function<PackedAttentionFuncti
     context->save_for_backward({packed, probs});
     context->saved_data["heads"] = heads;
     context->saved_data["dropping"] = dropping;
-    context->saved_data["seed"] = static_cast<int64_t>(dropout.seed);
-    context->saved_data["threshold"] = static_cast<int64_t>(dropout.threshold);
-    context->saved_data["scale"] = static_cast<double>(dropout.scale);
+    dropout.save_to(*context);
     return out;
   }
 
@@ -203,10 +191,7 @@ struct PackedAttentionFunction : torch::autograd::Function<PackedAttentionFuncti
     const torch::Tensor& probs = saved[1];
     const int64_t heads = context->saved_data["heads"].toInt();
     const bool dropping = context->saved_data["dropping"].toBool();
-    DropoutMask dropout;
-    dropout.seed = static_cast<uint64_t>(context->saved_data["seed"].toInt());
-    dropout.threshold = static_cast<uint32_t>(context->saved_data["threshold"].toInt());
-    dropout.scale = static_cast<float>(context->saved_data["scale"].toDouble());
+    const DropoutMask dropout = DropoutMask::saved_in(*context);
     const int64_t batch = packed.size(0), seq = packed.size(1), hidden = packed.size(2) / 3;
     const torch::Tensor grad_heads = split_heads(grad_outputs[0].contiguous(), heads);
     const torch::Tensor q = slot(packed, 0, heads), k = slot(packed, 1, heads), v = slot(packed, 2, heads);
@@ -227,8 +212,6 @@ struct PackedAttentionFunction : torch::autograd::Function<PackedAttentionFuncti
     return {grad_packed, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
-
-bool cpu_float(const torch::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == torch::kFloat; }
 
 // The tensors as one, stacked along their first dimension: a view where they lie one after another in one
 // contiguous storage, else a concatenation.
@@ -317,11 +300,11 @@ void place_side_by_side(const std::vector<torch::Tensor>& tensors) {
 bool packed_self_attention_fuses(const torch::Tensor& hidden_states, const torch::Tensor& extended_mask,
                                  double dropout_p) {
   if (!fused_kernels_enabled() || !(dropout_p < 1) || hidden_states.dim() != 3 || hidden_states.numel() == 0 ||
-      !cpu_float(hidden_states))
+      !fusable_tensor(hidden_states))
     return false;
   if (!extended_mask.defined()) return true;
   const auto mask_shape = std::vector<int64_t>{hidden_states.size(0), 1, 1, hidden_states.size(1)};
-  return cpu_float(extended_mask) && extended_mask.sizes() == c10::IntArrayRef(mask_shape);
+  return fusable_tensor(extended_mask) && extended_mask.sizes() == c10::IntArrayRef(mask_shape);
 }
 
 torch::Tensor packed_self_attention(const torch::Tensor& packed, int64_t heads, const torch::Tensor& extended_mask,
@@ -329,12 +312,12 @@ torch::Tensor packed_self_attention(const torch::Tensor& packed, int64_t heads, 
   if (packed.dim() != 3 || packed.size(2) % 3 != 0 || heads < 1 || (packed.size(2) / 3) % heads != 0)
     fail("packed_self_attention: {} is not [batch, seq, 3 · hidden] with hidden divisible by {} heads",
          c10::str(packed.sizes()), heads);
-  if (!cpu_float(packed)) fail("packed_self_attention: the projections must be float32 on the CPU");
+  if (!fusable_tensor(packed)) fail("packed_self_attention: the projections must be float32 on the CPU");
   if (!(dropout_p >= 0 && dropout_p < 1))
     fail("packed_self_attention: dropout probability {} is not in [0, 1)", dropout_p);
   torch::Tensor mask_rows = torch::empty({0}, packed.options());
   if (extended_mask.defined()) {
-    if (!cpu_float(extended_mask) || extended_mask.numel() != packed.size(0) * packed.size(1))
+    if (!fusable_tensor(extended_mask) || extended_mask.numel() != packed.size(0) * packed.size(1))
       fail("packed_self_attention: the mask {} must be float32 [batch, 1, 1, seq] for {}",
            c10::str(extended_mask.sizes()), c10::str(packed.sizes()));
     mask_rows = extended_mask.reshape({packed.size(0), packed.size(1)}).contiguous();

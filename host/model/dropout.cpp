@@ -49,8 +49,7 @@ struct DropoutFunction : torch::autograd::Function<DropoutFunction> {
     torch::Tensor out = torch::empty_like(x);
     const DropoutMask mask = DropoutMask::draw(p);
     scale_kept(out, x, mask);
-    context->saved_data["seed"] = static_cast<int64_t>(mask.seed);
-    context->saved_data["p"] = p;
+    mask.save_to(*context);
     return out;
   }
 
@@ -58,8 +57,7 @@ struct DropoutFunction : torch::autograd::Function<DropoutFunction> {
                                                  torch::autograd::variable_list grad_outputs) {
     const torch::Tensor grad = grad_outputs[0].contiguous();
     torch::Tensor grad_input = torch::empty_like(grad);
-    const auto seed = static_cast<uint64_t>(context->saved_data["seed"].toInt());
-    scale_kept(grad_input, grad, mask_of(seed, context->saved_data["p"].toDouble()));
+    scale_kept(grad_input, grad, DropoutMask::saved_in(*context));
     return {grad_input, torch::Tensor()};
   }
 
@@ -86,6 +84,20 @@ DropoutMask DropoutMask::draw(double p) {
   check_probability(p);
   if (p >= 1) fail("a dropout mask needs p < 1, not {}", p);
   return mask_of(draw_seed(), p);
+}
+
+void DropoutMask::save_to(torch::autograd::AutogradContext& context) const {
+  context.saved_data["dropout_seed"] = static_cast<int64_t>(seed);
+  context.saved_data["dropout_threshold"] = static_cast<int64_t>(threshold);
+  context.saved_data["dropout_scale"] = static_cast<double>(scale);
+}
+
+DropoutMask DropoutMask::saved_in(torch::autograd::AutogradContext& context) {
+  DropoutMask mask;
+  mask.seed = static_cast<uint64_t>(context.saved_data["dropout_seed"].toInt());
+  mask.threshold = static_cast<uint32_t>(context.saved_data["dropout_threshold"].toInt());
+  mask.scale = static_cast<float>(context.saved_data["dropout_scale"].toDouble());
+  return mask;
 }
 
 DropoutImpl::DropoutImpl(double p_in) : p(p_in) { check_probability(p); }

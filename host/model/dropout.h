@@ -28,6 +28,10 @@ struct DropoutMask {
 
   static DropoutMask draw(double p);  // a fresh seed from torch's default generator
   static DropoutMask none() { return {}; }
+
+  // For autograd nodes whose backward hashes the same bits again: kept in forward's saved_data, read back there.
+  void save_to(torch::autograd::AutogradContext& context) const;
+  static DropoutMask saved_in(torch::autograd::AutogradContext& context);
 };
 
 // Wellons's lowbias32: a 32-bit hash with low bias and only 32-bit multiplies, so that loops over it vectorise.

@@ -2,6 +2,8 @@
 
 #include <atomic>
 
+#include <torch/torch.h>
+
 namespace ts {
 namespace {
 std::atomic<bool> enabled{true};
@@ -9,5 +11,9 @@ std::atomic<bool> enabled{true};
 
 bool fused_kernels_enabled() { return enabled.load(std::memory_order_relaxed); }
 void set_fused_kernels(bool on) { enabled.store(on, std::memory_order_relaxed); }
+
+bool fusable_tensor(const at::Tensor& t) {
+  return t.defined() && t.device().is_cpu() && t.scalar_type() == torch::kFloat;
+}
 
 }  // namespace ts

@@ -149,10 +149,7 @@ struct LinearGeluFunction : torch::autograd::Function<LinearGeluFunction> {
 }  // namespace
 
 bool linear_gelu_fuses(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
-  const auto cpu_float = [](const torch::Tensor& t) {
-    return t.defined() && t.device().is_cpu() && t.scalar_type() == torch::kFloat;
-  };
-  return fused_kernels_enabled() && cpu_float(x) && cpu_float(weight) && cpu_float(bias) &&
+  return fused_kernels_enabled() && fusable_tensor(x) && fusable_tensor(weight) && fusable_tensor(bias) &&
          x.dim() >= 1 && weight.dim() == 2 && bias.dim() == 1 && x.size(-1) == weight.size(1) &&
          bias.size(0) == weight.size(0) && x.numel() > 0;
 }

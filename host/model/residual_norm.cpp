@@ -8,17 +8,10 @@
 #include "core/error.h"
 #include "model/dropout.h"
 #include "model/row_blocks.h"
+#include "model/vector_math.h"
 
 namespace ts {
 namespace {
-
-// Eight running sums, so that reductions over a row vectorise without reordering any one of them.
-struct Lanes {
-  float value[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  float total() const {
-    return ((value[0] + value[1]) + (value[2] + value[3])) + ((value[4] + value[5]) + (value[6] + value[7]));
-  }
-};
 
 struct ForwardArgs {
   float* sums;  // in: the product x · Wᵀ; out: s = dropout(product + bias) + residual, kept for backward
@@ -186,9 +179,7 @@ struct ResidualNormFunction : torch::autograd::Function<ResidualNormFunction> {
                            mean.data_ptr<float>(), rstd.data_ptr<float>(), cols, static_cast<float>(eps), mask};
     for_each_row_block(rows, [&](int64_t, int64_t first, int64_t last) { forward_pass(args, first, last); });
     context->save_for_backward({rows_in, weight, sums, mean, rstd, gamma});
-    context->saved_data["seed"] = static_cast<int64_t>(mask.seed);
-    context->saved_data["threshold"] = static_cast<int64_t>(mask.threshold);
-    context->saved_data["scale"] = static_cast<double>(mask.scale);
+    mask.save_to(*context);
     context->saved_data["x_shape"] = x.sizes().vec();
     context->saved_data["residual_shape"] = residual.sizes().vec();
     return out.view(with_last(x, cols));
@@ -201,10 +192,7 @@ struct ResidualNormFunction : torch::autograd::Function<ResidualNormFunction> {
                         &rstd = saved[4], &gamma = saved[5];
     const int64_t rows = sums.size(0), cols = sums.size(1);
     const torch::Tensor grad = grad_outputs[0].reshape({rows, cols}).contiguous();
-    DropoutMask mask;
-    mask.seed = static_cast<uint64_t>(context->saved_data["seed"].toInt());
-    mask.threshold = static_cast<uint32_t>(context->saved_data["threshold"].toInt());
-    mask.scale = static_cast<float>(context->saved_data["scale"].toDouble());
+    const DropoutMask mask = DropoutMask::saved_in(*context);
     torch::Tensor grad_product = torch::empty_like(sums);
     torch::Tensor grad_residual;
     if (context->needs_input_grad(3)) grad_residual = torch::empty_like(sums);
@@ -232,16 +220,12 @@ struct ResidualNormFunction : torch::autograd::Function<ResidualNormFunction> {
   }
 };
 
-bool cpu_float(const torch::Tensor& t) {
-  return t.defined() && t.device().is_cpu() && t.scalar_type() == torch::kFloat;
-}
-
 }  // namespace
 
 bool residual_norm_fuses(const torch::Tensor& x, const torch::Tensor& residual, const ResidualNormWeights& w) {
   if (!fused_kernels_enabled()) return false;
-  if (!cpu_float(x) || !cpu_float(residual) || !cpu_float(w.weight) || !cpu_float(w.bias) ||
-      !cpu_float(w.norm_weight) || !cpu_float(w.norm_bias))
+  if (!fusable_tensor(x) || !fusable_tensor(residual) || !fusable_tensor(w.weight) || !fusable_tensor(w.bias) ||
+      !fusable_tensor(w.norm_weight) || !fusable_tensor(w.norm_bias))
     return false;
   if (w.weight.dim() != 2 || x.dim() < 1 || x.size(-1) != w.weight.size(1) || x.numel() == 0) return false;
   const int64_t hidden = w.weight.size(0);

@@ -1,11 +1,27 @@
 #pragma once
-// Scalar maths written so that loops over it vectorise, for the fused kernels (model/linear_gelu.h,
+// Maths written so that loops over it vectorise, for the fused kernels (model/linear_gelu.h, model/residual_norm.h,
 // model/attention.h): no branches, no library calls. Always inlined: GCC would otherwise call the functions from the
 // kernels' AVX2 copies, and their loops would not vectorise.
 #include <cstdint>
 #include <cstring>
 
 namespace ts {
+
+// Eight running values, so that reductions over a row vectorise without reordering any one of them.
+struct Lanes {
+  float value[8];
+  explicit Lanes(float initial = 0.0f) {
+    for (float& v : value) v = initial;
+  }
+  float total() const {
+    return ((value[0] + value[1]) + (value[2] + value[3])) + ((value[4] + value[5]) + (value[6] + value[7]));
+  }
+  float largest() const {
+    float best = value[0];
+    for (const float v : value) best = v > best ? v : best;
+    return best;
+  }
+};
 
 // e^x for x <= 0: Cephes expf's range reduction and polynomial (about 1 ulp); torch's kernels call SLEEF for this,
 // which a host build cannot count on. Below -87, e^-87 (to keep 2^n normal): under every float the GELU adds it to.
