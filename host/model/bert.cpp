@@ -272,7 +272,9 @@ BertForSequenceClassificationImpl::BertForSequenceClassificationImpl(const BertC
     : config(config_in) {
   config.validate();
   bert = register_module("bert", BertModel(config, /*add_pooling_layer=*/true));
-  dropout = register_module("dropout", Dropout(config.effective_classifier_dropout()));
+  // The paper's head reads the pooler output undropped (the authors' dropout line is commented out).
+  const double head_dropout = config.head.type == "mlp" ? 0.0 : config.effective_classifier_dropout();
+  dropout = register_module("dropout", Dropout(head_dropout));
   if (config.head.type == "mlp") {
     classifier_mlp = register_module(
         "classifier", nn::Sequential(nn::Linear(config.hidden_size, config.head.hidden_size), nn::ReLU(),
@@ -280,9 +282,10 @@ BertForSequenceClassificationImpl::BertForSequenceClassificationImpl(const BertC
   } else {
     classifier_linear = register_module("classifier", nn::Linear(config.hidden_size, config.num_labels()));
   }
-  // The trunk initialised itself.
-  if (classifier_mlp) init_bert_weights(*classifier_mlp, config);
-  else init_bert_weights(*classifier_linear, config);
+  // The trunk initialised itself. Hugging Face's head gets BERT's initialisation; the paper's head is built as plain
+  // PyTorch modules outside the Hugging Face model, so it keeps nn.Linear's own (kaiming-uniform weights, uniform
+  // biases), which LibTorch's Linear already drew in its constructor.
+  if (classifier_linear) init_bert_weights(*classifier_linear, config);
 }
 
 torch::Tensor BertForSequenceClassificationImpl::classify(const torch::Tensor& pooled) {

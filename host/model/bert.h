@@ -147,8 +147,9 @@ struct SequenceClassifierOutputs {
   torch::Tensor last_hidden_state;  // [batch, seq, hidden]
 };
 
-// Hugging Face BertForSequenceClassification (config.head.type "linear"), or the paper's MLP head
-// (config.head.type "mlp"); both on the pooler output after dropout (classifier_dropout, else hidden_dropout_prob).
+// Hugging Face BertForSequenceClassification (config.head.type "linear": dropout (classifier_dropout, else
+// hidden_dropout_prob), then one Linear with BERT's initialisation), or the paper's MLP head (config.head.type "mlp",
+// as the authors built it: no dropout, PyTorch's default nn.Linear initialisation).
 struct BertForSequenceClassificationImpl : torch::nn::Module {
   explicit BertForSequenceClassificationImpl(const BertConfig& config);
 
@@ -157,7 +158,7 @@ struct BertForSequenceClassificationImpl : torch::nn::Module {
   // From encoder layer `layer`'s input (see BertModel::hidden_states_before).
   SequenceClassifierOutputs forward_from(int64_t layer, const torch::Tensor& hidden_states,
                                          const torch::Tensor& attention_mask = {});
-  // Dropout then the classifier, on a pooled output.
+  // The head on a pooled output (dropout first for the linear head).
   torch::Tensor classify(const torch::Tensor& pooled);
 
   BertConfig config;

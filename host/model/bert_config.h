@@ -13,9 +13,10 @@ namespace ts {
 
 // The classification head on the pooler output.
 //   linear: Hugging Face BertForSequenceClassification: dropout, then `classifier` Linear(H -> C).
-//   mlp:    the two-stage paper's head: dropout, then `classifier` = Sequential(Linear(H -> hidden), ReLU,
+//   mlp:    the two-stage paper's head: no dropout, `classifier` = Sequential(Linear(H -> hidden), ReLU,
 //           Linear(hidden -> C)), whose parameters are named classifier.0.* and classifier.2.*, as a PyTorch
-//           nn.Sequential names them. Saved in config.json as "twostage_head": {"type": "mlp", "hidden_size": 50}.
+//           nn.Sequential names them, with PyTorch's default nn.Linear initialisation. Saved in config.json
+//           as "twostage_head": {"type": "mlp", "hidden_size": 50}.
 struct ClassifierHeadConfig {
   std::string type = "linear";  // "linear" or "mlp"
   int64_t hidden_size = 50;     // mlp only

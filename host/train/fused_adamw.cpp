@@ -11,10 +11,11 @@ namespace ts::train {
 namespace {
 
 struct Coefficients {
-  float decay;        // 1 − lr λ
+  float decay;        // 1 − lr λ before the step (torch), else 1
+  float decay_after;  // − lr λ after the step (transformers), else 0
   float beta1, one_minus_beta1, beta2, one_minus_beta2;
-  float step_size;    // lr / (1 − β1^t)
-  float sqrt_bc2;     // √(1 − β2^t)
+  float step_size;    // lr / (1 − β1^t) (torch); lr √(1 − β2^t) / (1 − β1^t) (transformers)
+  float sqrt_bc2;     // √(1 − β2^t) (torch); 1 (transformers), a division that changes nothing
   float eps;
   float gradient_scale;  // clipping's coefficient, applied as torch's mul_ would (a float product)
 };
@@ -35,7 +36,8 @@ __attribute__((always_inline)) inline void update_range(float* __restrict p, con
     // In torch's order of operations, so that results agree to the rounding.
     const float denom = std::sqrt(exp_avg_sq) / c.sqrt_bc2 + c.eps;
     const float decayed = p[i] * c.decay;
-    p[i] = decayed - c.step_size * (exp_avg / denom);
+    const float stepped = decayed - c.step_size * (exp_avg / denom);
+    p[i] = stepped + stepped * c.decay_after;  // transformers' p.add_(p, alpha=-lr λ); + 0 otherwise
   }
 }
 
@@ -103,8 +105,9 @@ constexpr int64_t kRowsForSkipping = 4096;
 
 }  // namespace
 
-FusedAdamW::FusedAdamW(std::vector<torch::optim::OptimizerParamGroup> groups, torch::optim::AdamWOptions defaults)
-    : Optimizer(std::move(groups), std::make_unique<torch::optim::AdamWOptions>(defaults)) {
+FusedAdamW::FusedAdamW(std::vector<torch::optim::OptimizerParamGroup> groups, torch::optim::AdamWOptions defaults,
+                       AdamWArithmetic arithmetic)
+    : Optimizer(std::move(groups), std::make_unique<torch::optim::AdamWOptions>(defaults)), arithmetic_(arithmetic) {
   const auto [beta1, beta2] = defaults.betas();
   if (defaults.lr() < 0 || defaults.eps() < 0 || defaults.weight_decay() < 0 || beta1 < 0 || beta1 >= 1 ||
       beta2 < 0 || beta2 >= 1)
@@ -152,7 +155,11 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
       state.step += 1;
       const double bias_correction1 = 1 - std::pow(beta1, static_cast<double>(state.step));
       const double bias_correction2 = 1 - std::pow(beta2, static_cast<double>(state.step));
-      const double step_size = lr / bias_correction1;
+      const bool transformers = arithmetic_ == AdamWArithmetic::Transformers;
+      const double step_size =
+          transformers ? lr * std::sqrt(bias_correction2) / bias_correction1 : lr / bias_correction1;
+      const double decay_before = transformers ? 1.0 : 1 - lr * options.weight_decay();
+      const double decay_after = transformers ? -lr * options.weight_decay() : 0.0;
 
       const bool fusable = parameter.device().is_cpu() && parameter.scalar_type() == torch::kFloat &&
                            parameter.grad().scalar_type() == torch::kFloat && parameter.is_contiguous() &&
@@ -160,20 +167,24 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
                            state.exp_avg.is_contiguous() && state.exp_avg_sq.is_contiguous();
       if (!fusable) {
         const auto grad = scaled ? parameter.grad() * gradient_scale_ : parameter.grad();
-        parameter.mul_(1 - lr * options.weight_decay());
+        parameter.mul_(decay_before);
         state.exp_avg.mul_(beta1).add_(grad, 1 - beta1);
         state.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2);
-        const auto denom = (state.exp_avg_sq.sqrt() / std::sqrt(bias_correction2)).add_(options.eps());
+        const auto denom = transformers
+                               ? state.exp_avg_sq.sqrt().add_(options.eps())
+                               : (state.exp_avg_sq.sqrt() / std::sqrt(bias_correction2)).add_(options.eps());
         parameter.addcdiv_(state.exp_avg, denom, -step_size);
+        if (decay_after != 0.0) parameter.add_(parameter, decay_after);
         continue;
       }
-      const Coefficients c{static_cast<float>(1 - lr * options.weight_decay()),
+      const Coefficients c{static_cast<float>(decay_before),
+                           static_cast<float>(decay_after),
                            static_cast<float>(beta1),
                            static_cast<float>(1 - beta1),
                            static_cast<float>(beta2),
                            static_cast<float>(1 - beta2),
                            static_cast<float>(step_size),
-                           static_cast<float>(std::sqrt(bias_correction2)),
+                           transformers ? 1.0f : static_cast<float>(std::sqrt(bias_correction2)),
                            static_cast<float>(options.eps()),
                            gradient_scale_};
       float* p = parameter.data_ptr<float>();
@@ -183,7 +194,7 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
       const int64_t n = parameter.numel();
       // A row whose gradient and moments are all zero keeps its values when there is no weight decay: the step
       // adds 0 / ε. Most rows of a word embedding are such rows (tokens no batch has held yet); they are skipped.
-      if (c.decay == 1.0f && parameter.dim() == 2 && parameter.size(0) >= kRowsForSkipping) {
+      if (c.decay == 1.0f && c.decay_after == 0.0f && parameter.dim() == 2 && parameter.size(0) >= kRowsForSkipping) {
         if (state.live_rows.empty()) state.live_rows = rows_with_moments(state.exp_avg, state.exp_avg_sq);
         const int64_t cols = parameter.size(1);
         uint8_t* live = state.live_rows.data();

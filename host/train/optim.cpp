@@ -134,12 +134,14 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<torch:
     }
     return groups;
   };
-  if (config.kind == "adamw") {
+  if (config.kind == "adamw" || config.kind == "adamw_hf") {
     auto options = torch::optim::AdamWOptions(config.lr)
                        .betas(std::make_tuple(config.beta1, config.beta2))
                        .eps(config.eps)
                        .weight_decay(config.weight_decay);
-    return std::make_unique<FusedAdamW>(groups_for(options), options);
+    return std::make_unique<FusedAdamW>(
+        groups_for(options), options,
+        config.kind == "adamw_hf" ? AdamWArithmetic::Transformers : AdamWArithmetic::Torch);
   }
   if (config.kind == "sgd") {
     auto options = torch::optim::SGDOptions(config.lr)
@@ -148,7 +150,7 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<torch:
                        .nesterov(config.nesterov);
     return std::make_unique<torch::optim::SGD>(groups_for(options), options);
   }
-  fail("unknown optimizer \"{}\"; expected adamw or sgd", config.kind);
+  fail("unknown optimizer \"{}\"; expected adamw, adamw_hf or sgd", config.kind);
 }
 
 ScheduleKind schedule_kind_from_name(const std::string& name) {

@@ -43,7 +43,8 @@ int64_t freeze(torch::nn::Module& module, const std::vector<std::string>& patter
 // ---- optimisers ----
 
 struct OptimizerConfig {
-  std::string kind = "adamw";  // "adamw" or "sgd"
+  // "adamw" (torch.optim.AdamW), "adamw_hf" (transformers.AdamW, the reference code's) or "sgd"
+  std::string kind = "adamw";
   double lr = 1e-5;
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;  // AdamW
   double weight_decay = 0.0;                       // both
@@ -51,7 +52,7 @@ struct OptimizerConfig {
   bool nesterov = false;                           // SGD
 };
 
-// torch::optim::AdamW or SGD over `parameters`.
+// AdamW (train::FusedAdamW, in either arithmetic) or SGD over `parameters`.
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<torch::Tensor>& parameters,
                                                         const OptimizerConfig& config);
 // The same with `not_decayed` in a second parameter group whose weight decay is 0 (transformers' convention: biases

@@ -168,3 +168,43 @@ TEST_CASE("dropout is active only in training mode", "[model]") {
   model->eval();
   CHECK(torch::equal(model->forward(ids).logits, model->forward(ids).logits));
 }
+
+// The authors built their head as plain nn.Linear modules: kaiming_uniform(a = √5) weights, which is U(−b, b) with
+// b = 1/√fan_in, and biases U(−b, b) too; mean 0, standard deviation b/√3. The moments of a large head must match.
+TEST_CASE("the paper head keeps torch.nn.Linear's initialisation and reads the pooler undropped", "[model]") {
+  torch::manual_seed(11);
+  ts::BertConfig config = tiny_config();
+  config.hidden_size = 768;
+  config.num_attention_heads = 12;
+  config.intermediate_size = 64;
+  config.head.type = "mlp";
+  config.head.hidden_size = 400;
+  config.set_num_labels(200);
+  auto model = ts::BertForSequenceClassification(config);
+  auto check_uniform = [](const torch::Tensor& values, int64_t fan_in) {
+    const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
+    CHECK(values.abs().max().item<double>() <= bound);
+    CHECK(values.abs().max().item<double>() > 0.99 * bound);
+    CHECK(std::abs(values.mean().item<double>()) < 0.02 * bound);
+    CHECK(values.std().item<double>() == Approx(bound / std::sqrt(3.0)).epsilon(0.02));
+  };
+  const auto params = model->named_parameters();
+  check_uniform(params["classifier.0.weight"], 768);   // 400 x 768
+  check_uniform(params["classifier.2.weight"], 400);   // 200 x 400
+  // Biases are few; their range still tells uniform(±b) from zeros.
+  CHECK(params["classifier.0.bias"].abs().max().item<double>() <= 1 / std::sqrt(768.0));
+  CHECK(params["classifier.0.bias"].abs().max().item<double>() > 0.9 / std::sqrt(768.0));
+  CHECK(params["classifier.2.bias"].abs().max().item<double>() > 0.9 / std::sqrt(400.0));
+  // BERT's own layers keep BERT's initialisation.
+  CHECK(params["bert.pooler.dense.weight"].std().item<double>() == Approx(0.02).epsilon(0.05));
+
+  // No dropout between the pooler and the head, in training too; the linear head keeps HF's dropout.
+  model->train();
+  const auto pooled = torch::randn({8, 768});
+  CHECK(torch::equal(model->classify(pooled), model->classify(pooled)));
+  ts::BertConfig linear_config = tiny_config();
+  auto linear = ts::BertForSequenceClassification(linear_config);
+  linear->train();
+  const auto small = torch::randn({64, linear_config.hidden_size});
+  CHECK_FALSE(torch::equal(linear->classify(small), linear->classify(small)));
+}

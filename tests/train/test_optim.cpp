@@ -352,3 +352,51 @@ TEST_CASE("the fused AdamW skips embedding rows that cannot change, and keeps ev
   CHECK(torch::equal(ours, pair.step_saved_and_loaded(gradient_in_rows({5}))));
   CHECK_FALSE(torch::equal(ours[4000], start[4000]));  // moved by its moments with a zero gradient
 }
+
+namespace {
+
+// transformers.AdamW.step (correct_bias=True), line for line, on tensors: the reference code's optimiser.
+void transformers_adamw_step(torch::Tensor& p, const torch::Tensor& grad, torch::Tensor& exp_avg,
+                             torch::Tensor& exp_avg_sq, int64_t step, double lr, double weight_decay) {
+  const double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  exp_avg.mul_(beta1).add_(grad, 1.0 - beta1);
+  exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1.0 - beta2);
+  const auto denom = exp_avg_sq.sqrt().add_(eps);
+  const double bias_correction1 = 1.0 - std::pow(beta1, static_cast<double>(step));
+  const double bias_correction2 = 1.0 - std::pow(beta2, static_cast<double>(step));
+  const double step_size = lr * std::sqrt(bias_correction2) / bias_correction1;
+  p.addcdiv_(exp_avg, denom, -step_size);
+  if (weight_decay > 0.0) p.add_(p, -lr * weight_decay);
+}
+
+}  // namespace
+
+TEST_CASE("adamw_hf follows transformers' AdamW formula, eps on √v and decay after the step") {
+  for (const double weight_decay : {0.0, 0.1}) {
+    INFO("weight decay " << weight_decay);
+    torch::manual_seed(1);
+    // Gradients of 1e-7 keep √v near eps, where the two placements of eps differ most.
+    const auto start = torch::randn({5000});
+    auto ours = start.clone().requires_grad_(true);
+    auto reference = start.clone();
+    auto exp_avg = torch::zeros_like(start), exp_avg_sq = torch::zeros_like(start);
+    OptimizerConfig config = adamw_config(weight_decay);
+    config.kind = "adamw_hf";
+    auto fused = make_optimizer({ours}, config);
+    auto torch_style = start.clone().requires_grad_(true);
+    auto torch_adamw = make_optimizer({torch_style}, adamw_config(weight_decay));
+    for (int64_t step = 1; step <= 10; ++step) {
+      const auto grad = torch::randn({5000}) * 1e-7;
+      ours.mutable_grad() = grad.clone();
+      torch_style.mutable_grad() = grad.clone();
+      fused->step();
+      torch_adamw->step();
+      transformers_adamw_step(reference, grad, exp_avg, exp_avg_sq, step, config.lr, weight_decay);
+    }
+    CHECK(torch::allclose(ours, reference, 1e-6, 1e-7));
+    // And it is not torch's arithmetic, which takes larger steps while √v is near eps.
+    const double hf_moved = (ours - start).abs().mean().item<double>();
+    const double torch_moved = (torch_style - start).abs().mean().item<double>();
+    CHECK(torch_moved > 1.5 * hf_moved);
+  }
+}
