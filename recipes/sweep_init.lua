@@ -1,6 +1,7 @@
--- Does the shipped model's pretraining help? Vanilla and two-stage (reweighting) fine-tuning on SST-2 at imbalance
--- rate 0.2, from data/models/bert-mini-uncased against the same architecture freshly initialised, three seeds:
--- 2 x 2 x 3 = 12 jobs. The table of data/models/bert-mini-uncased/MODEL.md.
+-- Does a model's pretraining help? Vanilla and two-stage (reweighting) fine-tuning on SST-2 at imbalance rate 0.2,
+-- from the model (default: data/models/all-minilm-l6-v2) against the same architecture freshly initialised, three
+-- seeds: 2 x 2 x 3 = 12 jobs. The table of docs/models/bert-mini-uncased.md was made with it (--set
+-- model=DIR of that model, which recipes/pretrain_mlm.lua makes; the learning rates below were chosen for it).
 --   twostage sweep recipes/sweep_init.lua --jobs 2
 --   twostage results sweeps/sweep_init --group-by method,init --metric accuracy,f1_minority
 -- A 4-layer, 256-wide model needs a larger step than bert-base: full fine-tuning at 1e-4 (Turc et al., 2019, tuned

@@ -17,7 +17,7 @@ local experiment = {}
 -- model_settings(specs) -> specs with the settings experiment.load_model reads, `model` and `init`, for recipes that
 -- load a model without the rest of the protocol.
 function experiment.model_settings(specs)
-  specs.model = { "data/models/bert-mini-uncased",
+  specs.model = { "data/models/all-minilm-l6-v2",
                   "Hugging Face model folder (config.json, model.safetensors, vocab.txt)" }
   specs.init = { "pretrained",
                  "\"pretrained\" weights from `model`, or \"random\": its architecture, freshly initialised" }
@@ -36,6 +36,8 @@ local function base_settings()
     minority = { { 0 }, "class ids that `ratio` down-samples", type = "integers" },
     imbalance = { 0, "long-tail imbalance factor n_max/n_min for multi-class data (0: off; replaces ratio)",
       type = "number" },
+    train_rows = { 0, "a reduced protocol: a stratified subsample of this many training rows (seed data_seed), "
+      .. "taken before the imbalance (0: every row, as the reference)" },
     data_seed = { 42, "seed of down-sampling, long tails and the validation split (the reference: 42)" },
     seeds = { { 7, 42, 106, 190, 191 }, "training seeds; metrics are reported per seed and as mean ± std" },
     epochs_stage1 = { 1, "epochs of stage 1 (0: skip its training, still evaluate)" },
@@ -57,6 +59,8 @@ local function base_settings()
     tau = { 1.0, "logit adjustment τ", type = "number" },
     clip = { 1.0, "gradient clipping by global norm (0: off)", type = "number" },
     warmup_ratio = { 0.0, "fraction of each stage's steps spent warming up the learning rate", type = "number" },
+    optimizer = { "adamw_hf", "\"adamw_hf\": transformers.AdamW's arithmetic (the reference's); \"adamw\": "
+      .. "torch.optim.AdamW's; \"sgd\"" },
     weight_decay = { 0.0, "AdamW weight decay", type = "number" },
     validation_fraction = { 0.0, "stratified share of train held out for validation (0: none, as the reference)",
       type = "number" },
@@ -107,6 +111,15 @@ end
 function experiment.data(settings)
   local full = experiment.read(settings, settings.train)
   local classes = full:classes()
+  local protocol = "full"
+  if settings.train_rows > 0 and settings.train_rows < #full then
+    local all_rows = #full
+    local _
+    _, full = native.split(full, { fraction = settings.train_rows / all_rows, seed = settings.data_seed })
+    protocol = string.format("reduced: a stratified subsample of %d of the %d training rows (seed %d), then the "
+      .. "reference's protocol", #full, all_rows, settings.data_seed)
+    native.log("protocol", protocol, { train_rows = #full, all_train_rows = all_rows })
+  end
   local test = experiment.read(settings, settings.test, classes)
   local train_set = full
   if settings.imbalance > 0 then
@@ -125,7 +138,7 @@ function experiment.data(settings)
     { train_class_counts = train_set:class_counts(), test_rows = #test,
       validation_rows = validation and #validation or 0 })
   return { train = train_set, validation = validation, test = test, classes = classes,
-           counts = train_set:class_counts() }
+           counts = train_set:class_counts(), protocol = protocol }
 end
 
 -- The smallest class of the training set (lowest id on ties): the "minority" of f1_minority.
@@ -217,7 +230,7 @@ function Run:stage(spec)
   local history = train.fit(self.model, loader, {
     name = spec.name, epochs = spec.epochs, lr = spec.lr, loss = spec.loss, trainable = spec.trainable,
     total_steps = spec.total_steps, clip = s.clip > 0 and s.clip or false, warmup_ratio = s.warmup_ratio,
-    optimizer = { weight_decay = s.weight_decay }, cache_frozen = s.cache_frozen and spec.cache_frozen ~= false,
+    optimizer = { kind = s.optimizer, weight_decay = s.weight_decay }, cache_frozen = s.cache_frozen and spec.cache_frozen ~= false,
     validation = self.validation_loader, patience = s.patience > 0 and s.patience or nil, keep_best = s.keep_best,
     monitor = { metric = s.monitor, mode = s.monitor == "log_loss" and "min" or "max" },
   })
@@ -237,7 +250,7 @@ end
 -- Results
 
 local SCALARS = { "accuracy", "macro_f1", "weighted_f1", "balanced_accuracy", "macro_precision", "macro_recall",
-                  "log_loss", "f1_minority" }
+                  "log_loss", "f1_minority", "validation_accuracy", "validation_macro_f1", "validation_f1_minority" }
 local ARRAYS = { "f1_per_class", "precision_per_class", "recall_per_class" }
 
 local function prediction_lines(seed, test, logits)
@@ -306,6 +319,13 @@ function experiment.run(settings, body)
     body(run)
     local metrics, logits = train.evaluate(run.model, run.test_loader, { adjust = run.adjust })
     metrics.f1_minority = metrics.f1_per_class[minority + 1]
+    if run.validation_loader then
+      -- The final model on the validation split: what a choice of settings may look at (never the test set).
+      local held_out = train.evaluate(run.model, run.validation_loader, { adjust = run.adjust })
+      metrics.validation_accuracy = held_out.accuracy
+      metrics.validation_macro_f1 = held_out.macro_f1
+      metrics.validation_f1_minority = held_out.f1_per_class[minority + 1]
+    end
     metrics.train_class_counts = data.counts
     metrics.seed = seed
     metrics.stages = run.stages
@@ -323,6 +343,7 @@ function experiment.run(settings, body)
 
   local summary = summarise(per_seed_list, data.classes, data.counts)
   summary.seeds = settings.seeds
+  summary.protocol = data.protocol
   summary.per_seed = per_seed
   native.write_file(run_dir .. "/metrics.json", native.json_encode(summary, 2))
   native.write_file(run_dir .. "/predictions.csv", table.concat(prediction_rows, "\n") .. "\n")

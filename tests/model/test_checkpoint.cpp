@@ -316,31 +316,49 @@ TEST_CASE("checkpoint: the tokenizer can be saved with the model", "[model][chec
   CHECK(reloaded.vocab_size() == tokenizer.vocab_size());
 }
 
-TEST_CASE("the shipped default model loads as a BertForMaskedLM in Hugging Face's layout") {
-  const fs::path folder = "data/models/bert-mini-uncased";
-  std::ifstream config_file(folder / "config.json");
-  REQUIRE(config_file.good());
-  const auto config = nlohmann::json::parse(config_file);
-  CHECK(config["architectures"] == nlohmann::json::array({"BertForMaskedLM"}));
-  CHECK(config["model_type"] == "bert");
-  CHECK(config["vocab_size"] == 30522);
-  for (const char* file : {"vocab.txt", "tokenizer_config.json", "MODEL.md"}) CHECK(fs::exists(folder / file));
-  CHECK(fs::file_size(folder / "model.safetensors") <= 25u * 1000 * 1000);
-
-  const auto weights = ts::safetensors::File::open(folder / "model.safetensors");
-  for (const auto& tensor : weights.tensors()) {
-    INFO(tensor.name);
-    CHECK((tensor.name.rfind("bert.", 0) == 0 || tensor.name.rfind("cls.predictions.", 0) == 0));
-  }
-  CHECK(weights.contains("bert.embeddings.word_embeddings.weight"));
-  CHECK(weights.contains("cls.predictions.transform.dense.weight"));
-  CHECK(weights.contains("cls.predictions.bias"));
+// The shipped default (data/models/all-minilm-l6-v2) against transformers' outputs for it, kept as a fixture:
+// tests/fixtures/default_model/make_expected.py says how they were made.
+TEST_CASE("the shipped default model tokenizes and encodes as Hugging Face does", "[model][checkpoint]") {
+  const fs::path folder = "data/models/all-minilm-l6-v2";
+  for (const char* file : {"config.json", "vocab.txt", "tokenizer_config.json", "MODEL.md", "LICENSE"})
+    CHECK(fs::exists(folder / file));
+  CHECK(fs::file_size(folder / "model.safetensors") <= 50u * 1000 * 1000);
 
   ts::LoadReport report;
-  const auto model = ts::load_masked_lm(folder, {}, &report);
-  CHECK(report.missing.empty());
+  auto model = ts::load_sequence_classifier(folder, {}, &report);
   CHECK(report.unexpected.empty());
   CHECK(report.mismatched.empty());
-  CHECK(model->config.num_hidden_layers == 4);
-  CHECK(model->config.hidden_size == 256);
+  // A BertModel checkpoint: everything but the classification head is in the file.
+  for (const auto& key : report.missing) CHECK(key.rfind("classifier.", 0) == 0);
+  CHECK(report.loaded.size() == 103);
+  CHECK(model->config.num_hidden_layers == 6);
+  CHECK(model->config.hidden_size == 384);
+  model->eval();
+  torch::NoGradGuard no_grad;
+
+  const auto tokenizer = ts::text::Tokenizer::from_folder(folder);
+  std::ifstream in("tests/fixtures/default_model/expected.jsonl");
+  REQUIRE(in.good());
+  int rows = 0;
+  double worst_cls = 0, worst_pooled = 0, worst_mean = 0;
+  for (std::string line; std::getline(in, line);) {
+    const auto row = nlohmann::json::parse(line);
+    INFO("input " << row["index"] << ": " << row["text"].get<std::string>());
+    const auto encoding = tokenizer.encode(row["text"].get<std::string>());
+    const std::vector<int64_t> ids(encoding.ids.begin(), encoding.ids.end());
+    REQUIRE(ids == row["ids"].get<std::vector<int64_t>>());
+    const auto out = model->forward(torch::tensor(ids, torch::kLong).unsqueeze(0));
+    auto diff = [](const torch::Tensor& got, const nlohmann::json& expected) {
+      return (got - torch::tensor(expected.get<std::vector<float>>())).abs().max().item<double>();
+    };
+    worst_cls = std::max(worst_cls, diff(out.last_hidden_state[0][0], row["cls_hidden"]));
+    worst_pooled = std::max(worst_pooled, diff(out.pooled[0], row["pooled"]));
+    worst_mean = std::max(worst_mean, diff(out.last_hidden_state[0].mean(0), row["mean_hidden"]));
+    ++rows;
+  }
+  CHECK(rows == 28);
+  INFO("largest differences: [CLS] " << worst_cls << ", pooled " << worst_pooled << ", mean " << worst_mean);
+  CHECK(worst_cls < 1e-4);
+  CHECK(worst_pooled < 1e-4);
+  CHECK(worst_mean < 1e-4);
 }
