@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "core/log.h"
 #include "runtime.h"
+#include "runtime/blas_core.h"
 #include "runtime/environment.h"
 #include "sweep.h"
 #include "sweep/command.h"
@@ -19,7 +20,7 @@ constexpr const char* kUsage = R"(usage: twostage <command> [options]
 
 commands:
   run RECIPE.lua [--set key=value]... [--out DIR] [--threads N] [--device cpu|cuda] [--seed N]
-                 [--unsafe] [--log-json FILE] [--quiet]
+                 [--unsafe] [--log-json FILE] [--quiet] [--blas-core auto|as-is|NAME]
         run a recipe; `twostage run RECIPE.lua --help` lists its settings
   tokenize --vocab PATH [--cased] [--max-length N]
         token ids of each line of standard input
@@ -32,6 +33,9 @@ commands:
         mean ± std of a sweep's metrics by group, printed and written as CSV
   --help      this text
   --version   versions of twostage, LibTorch and LuaJIT, and the BLAS in use
+
+run, predict, sweep and --version take --blas-core: auto (the default: OpenBLAS kernels for this CPU's features
+when OpenBLAS picked older ones, unless OPENBLAS_CORETYPE is set), as-is, or a core type such as SkylakeX.
 
 A recipe may not run programs, load native code, or write outside its run folder and the paths named on the
 command line; --unsafe lifts this for recipes you trust.
@@ -99,11 +103,12 @@ int run_command(const std::vector<std::string>& args, const std::string& command
   if (!options.help) {
     const auto plan = ts::runtime::set_threads(options.threads);
     ts::log::info("threads",
-                  fmt::format("threads: torch {}, BLAS {}, own loops {} ({}); BLAS: {}", plan.torch_intra_op,
-                              plan.blas ? std::to_string(plan.blas) : std::string("shared"), plan.loops,
-                              plan.reason, ts::runtime::blas_description()),
+                  fmt::format("threads: torch {}, BLAS {}, own loops {} ({}); BLAS: {}; kernels: {}",
+                              plan.torch_intra_op, plan.blas ? std::to_string(plan.blas) : std::string("shared"),
+                              plan.loops, plan.reason, ts::runtime::blas_description(),
+                              ts::runtime::blas_core_report()),
                   {{"torch_threads", plan.torch_intra_op}, {"blas_threads", plan.blas}, {"loop_threads", plan.loops},
-                   {"blas", ts::runtime::blas_description()}});
+                   {"blas", ts::runtime::blas_description()}, {"blas_core", ts::runtime::blas_core_report()}});
     if (ts::runtime::blas_is_reference())
       ts::log::event(spdlog::level::warn, "slow_blas",
                      "LibTorch is using the reference BLAS; apt-get install libopenblas0-pthread", {});
@@ -123,13 +128,17 @@ int main(int argc, char** argv) {
     return args.empty() ? 2 : 0;
   }
   const std::string command = args[0];
-  // Only the commands that run torch kernels pay for the restart (a sweep's jobs inherit the policy).
-  if (command == "run" || command == "predict" || command == "sweep") {
-    ts::runtime::prefer_passive_openmp(argv);
-    ts::runtime::keep_freed_memory();
-  }
-  const std::vector<std::string> rest(args.begin() + 1, args.end());
+  std::vector<std::string> rest(args.begin() + 1, args.end());
   try {
+    // Only the commands that run torch kernels pay for a restart (a sweep's jobs inherit its variables); one
+    // restart serves both the BLAS kernels and OpenMP's wait policy, which are read when the libraries load.
+    const bool computes = command == "run" || command == "predict" || command == "sweep";
+    if (computes || command == "--version" || command == "version") {
+      bool restart = ts::runtime::prepare_blas_core(ts::runtime::take_blas_core_flag(rest));
+      if (computes) restart = ts::runtime::ask_passive_openmp() || restart;
+      if (restart) ts::runtime::restart_process(argv);
+    }
+    if (computes) ts::runtime::keep_freed_memory();
     if (command == "--version" || command == "version") {
       std::cout << ts::runtime::version_report(ts::lua::luajit_version());
       return 0;

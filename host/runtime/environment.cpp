@@ -17,6 +17,7 @@
 
 #include "core/error.h"
 #include "core/parallel.h"
+#include "runtime/blas_core.h"
 
 namespace ts::runtime {
 namespace {
@@ -75,6 +76,13 @@ void prefer_passive_openmp(char** argv) {
   ::unsetenv("OMP_WAIT_POLICY");  // the exec failed: this process's libgomp still spins
 }
 
+bool ask_passive_openmp() {
+  if (std::getenv("OMP_WAIT_POLICY")) return false;
+  return ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0;
+}
+
+void restart_process(char** argv) { ::execv("/proc/self/exe", argv); }
+
 bool openmp_is_passive() {
   const char* policy = std::getenv("OMP_WAIT_POLICY");
   return policy && ::strcasecmp(policy, "passive") == 0;
@@ -122,10 +130,11 @@ std::string torch_version() {
 }
 
 std::string version_report(const std::string& luajit_version) {
-  return fmt::format("twostage {}\nLibTorch {}{}\n{}\nBLAS {}\n", TWOSTAGE_VERSION, torch_version(),
+  return fmt::format("twostage {}\nLibTorch {}{}\n{}\nBLAS {}\nBLAS kernels {}\n", TWOSTAGE_VERSION,
+                     torch_version(),
                      torch::cuda::is_available() ? fmt::format(" (CUDA, {} device(s))", torch::cuda::device_count())
                                                  : " (CPU)",
-                     luajit_version, blas_description());
+                     luajit_version, blas_description(), blas_core_report());
 }
 
 std::string check_device(const std::string& device) {

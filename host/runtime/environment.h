@@ -22,6 +22,11 @@ bool blas_is_reference();
 // arguments, /proc/self/exe); it returns, changing nothing, when the variable is set or the exec fails.
 void prefer_passive_openmp(char** argv);
 bool openmp_is_passive();
+// The two halves of prefer_passive_openmp, for a caller with other variables to set before one restart: sets
+// OMP_WAIT_POLICY=PASSIVE when it is unset and says whether it did; restart_process re-executes
+// /proc/self/exe with `argv`, returning only if the exec failed.
+bool ask_passive_openmp();
+void restart_process(char** argv);
 
 // glibc maps every block above its mmap threshold (128 KiB, adapting up to 32 MiB) on its own and unmaps it when
 // freed, and returns the top of the heap to the kernel past 128 KiB free. A training step allocates and frees

@@ -152,3 +152,38 @@ TEST_CASE("threads: twostage restarts itself with passive OpenMP threads, then t
   CHECK(active.status == 0);  // a policy the user set is kept, and torch then keeps to one thread
   CHECK_THAT(active.output, Catch::Contains("threads: torch 1, BLAS 2"));
 }
+
+namespace {
+
+// `twostage --version` with OPENBLAS_CORETYPE set to `coretype` (unset when empty) and `flags`.
+Result version_with_coretype(const std::string& coretype, const std::string& flags) {
+  const char* saved = std::getenv("OPENBLAS_CORETYPE");
+  const std::string saved_value = saved ? saved : "";
+  if (coretype.empty()) ::unsetenv("OPENBLAS_CORETYPE");
+  else ::setenv("OPENBLAS_CORETYPE", coretype.c_str(), 1);
+  const auto result = run("--version " + flags);
+  if (saved) ::setenv("OPENBLAS_CORETYPE", saved_value.c_str(), 1);
+  else ::unsetenv("OPENBLAS_CORETYPE");
+  return result;
+}
+
+}  // namespace
+
+TEST_CASE("BLAS kernels: the user's OPENBLAS_CORETYPE is respected, --blas-core as-is and NAME obeyed") {
+  if (run("--version").output.find("OpenBLAS") == std::string::npos) return;  // the choice is OpenBLAS's
+  // Prescott's kernels run on any x86-64 CPU, so the test can force them anywhere.
+  auto result = version_with_coretype("Prescott", "");
+  INFO(result.output);
+  CHECK(result.status == 0);
+  CHECK_THAT(result.output, Catch::Contains("BLAS kernels Prescott (OPENBLAS_CORETYPE=Prescott set by the user"));
+  result = version_with_coretype("Prescott", "--blas-core as-is");
+  CHECK_THAT(result.output, Catch::Contains("BLAS kernels Prescott (OPENBLAS_CORETYPE=Prescott as set"));
+  result = version_with_coretype("", "--blas-core Prescott");
+  CHECK_THAT(result.output, Catch::Contains("BLAS kernels Prescott (chosen by twostage: --blas-core Prescott; "
+                                            "sgemm verified"));
+  result = version_with_coretype("", "--blas-core as-is");
+  CHECK_THAT(result.output, Catch::Contains("OpenBLAS's own choice, --blas-core as-is"));
+  result = version_with_coretype("", "--blas-core nonsense");
+  CHECK(result.status == 1);
+  CHECK_THAT(result.output, Catch::Contains("--blas-core nonsense: expected auto, as-is or an OpenBLAS core type"));
+}
