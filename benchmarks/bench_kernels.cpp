@@ -52,7 +52,8 @@ struct Options {
 Options parse(int argc, char** argv) {
   Options options;
   ts::bench::for_each_option(argc, argv, [&](const std::string& flag, const std::string& value) {
-    if (flag == "--repeats") options.repeats = std::stoi(value);
+    if (flag == "--blas-core") return;  // ts::bench::choose_blas_kernels took it
+    else if (flag == "--repeats") options.repeats = std::stoi(value);
     else if (flag == "--intra-op-threads") options.intra_op_threads = std::stoi(value);
     else if (flag == "--blas-threads") options.blas_threads = std::stoi(value);
     else if (flag == "--seq-lengths") options.seq_lengths = ts::bench::parse_int_list(value);
@@ -219,6 +220,7 @@ void bench_gradient_norm(int repeats) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  ts::bench::choose_blas_kernels(argc, argv);
   const Options options = parse(argc, argv);
   at::set_num_threads(options.intra_op_threads);
   const bool blas_set = ts::bench::set_openblas_threads(options.blas_threads);

@@ -6,6 +6,7 @@
 //   bench_train_step [--steps N] [--warmup N] [--batch N] [--seq-lengths 128,32] [--layers N]
 //                    [--intra-op-threads N] [--blas-threads N] [--worker-threads N] [--dropout P] [--profile PREFIX]
 //                    [--keep-freed-memory 1|0] [--head-matmul blas|torch] [--fused 1|0|both]
+//                    [--blas-core auto|as-is|NAME]
 //
 // --profile writes one more step per sequence length as a Chrome trace, PREFIX-seqN.json (torch's legacy
 // profiler: every operator with its time, for finding what is not a matrix product). --keep-freed-memory 0 leaves
@@ -67,7 +68,8 @@ struct Options {
 Options parse(int argc, char** argv) {
   Options options;
   ts::bench::for_each_option(argc, argv, [&](const std::string& flag, const std::string& value) {
-    if (flag == "--steps") options.steps = std::stoi(value);
+    if (flag == "--blas-core") return;  // ts::bench::choose_blas_kernels took it
+    else if (flag == "--steps") options.steps = std::stoi(value);
     else if (flag == "--warmup") options.warmup = std::stoi(value);
     else if (flag == "--batch") options.batch = std::stoll(value);
     else if (flag == "--layers") options.layers = std::stoll(value);
@@ -174,6 +176,7 @@ class ReferenceWorkload {
 }  // namespace
 
 int main(int argc, char** argv) {
+  ts::bench::choose_blas_kernels(argc, argv);
   const Options options = parse(argc, argv);
   at::set_num_threads(options.intra_op_threads);
   const bool blas_set = ts::bench::set_openblas_threads(options.blas_threads);

@@ -4,8 +4,12 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <string>
 #include <vector>
+
+#include "runtime/blas_core.h"
+#include "runtime/environment.h"
 
 namespace ts::bench {
 
@@ -31,6 +35,14 @@ void for_each_option(int argc, char** argv, const Take& take, const Usage& usage
     if (i + 1 >= argc) usage(("missing value after " + flag).c_str());
     take(flag, std::string(argv[i + 1]));
   }
+}
+
+// OpenBLAS's kernels chosen as `twostage run` chooses them (--blas-core auto|as-is|NAME among the flags, which
+// the benchmark's own parser then skips); restarts the process when that sets OPENBLAS_CORETYPE.
+inline void choose_blas_kernels(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (ts::runtime::prepare_blas_core(ts::runtime::take_blas_core_flag(args))) ts::runtime::restart_process(argv);
+  std::printf("BLAS kernels: %s\n", ts::runtime::blas_core_report().c_str());
 }
 
 inline double median(std::vector<double> values) {

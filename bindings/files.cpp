@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "json.h"
 #include "runtime.h"
+#include "runtime/blas_core.h"
 #include "runtime/environment.h"
 
 namespace ts::lua {
@@ -202,6 +203,7 @@ int run_info(lua_State* L) {
       {"libtorch_version", runtime::torch_version()},
       {"luajit_version", luajit_version()},
       {"blas", runtime::blas_description()},
+      {"blas_kernels", runtime::blas_core_report()},
   };
   if (state.options.seed) info["seed"] = *state.options.seed;
   nlohmann::json overridden = nlohmann::json::array();

@@ -83,7 +83,7 @@ void print_summary_table(const std::vector<store::JobRecord>& records, const Rep
   for (const auto& record : records)
     if (record.status == store::JobStatus::Done) done.push_back(record);
   if (done.empty()) return;
-  const auto keys = store::varying_keys(done, kSeedKeys);
+  const auto keys = report.group_by.empty() ? store::varying_keys(done, kSeedKeys) : report.group_by;
   const auto present = store::metric_names(done);
   std::vector<std::string> metrics;
   for (const auto& metric : report.metrics)
@@ -203,6 +203,7 @@ int run_sweep(const std::vector<std::string>& args, const EvaluateSweepFile& eva
   if (interrupted)
     log::info("interrupted", fmt::format("{} job{} interrupted in an earlier run will run again", interrupted,
                                          interrupted == 1 ? "" : "s"));
+  if (!plan.description.empty()) log::info("sweep", plan.description);
   LocalOptions options;
   options.executable = executable;
   options.parallel = parallel;

@@ -79,6 +79,17 @@ LocalSummary run_local(store::ResultsStore& store, const std::vector<Job>& jobs,
 
   std::map<pid_t, Running> running;
   int finished = 0;
+  const auto sweep_started = std::chrono::steady_clock::now();
+  // Time left, from the pace so far: the jobs of a sweep are alike, so the mean wall time per finished job (with
+  // `parallel` running at once) times the jobs left.
+  auto time_left = [&]() -> std::string {
+    const int left = to_run - finished;
+    if (finished == 0 || left <= 0) return "";
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - sweep_started).count();
+    const auto seconds = static_cast<int64_t>(elapsed / finished * left + 0.5);
+    return seconds >= 3600 ? fmt::format("; ETA {}h{:02}m", seconds / 3600, seconds % 3600 / 60)
+                           : fmt::format("; ETA {}m{:02}s", seconds / 60, seconds % 60);
+  };
   while (!queue.empty() || !running.empty()) {
     while (!queue.empty() && static_cast<int>(running.size()) < parallel) {
       const Queued next = queue.front();
@@ -154,8 +165,9 @@ LocalSummary run_local(store::ResultsStore& store, const std::vector<Job>& jobs,
     if (folder.state == JobFolder::State::Done) {
       ++finished;
       ++summary.done;
-      log::info("job_done", fmt::format("[{}/{}] done {} in {:.1f} s{}{}", finished, to_run, job.id, duration,
-                                        folder.metrics.empty() ? "" : ": ", metrics_line(folder.metrics)),
+      log::info("job_done", fmt::format("[{}/{}] done {} in {:.1f} s{}{}{}", finished, to_run, job.id, duration,
+                                        folder.metrics.empty() ? "" : ": ", metrics_line(folder.metrics),
+                                        time_left()),
                 {{"job", job.id}, {"duration_s", duration}});
     } else if (entry.attempt < options.attempts) {
       log::event(spdlog::level::warn, "job_retry",

@@ -19,8 +19,8 @@ using nlohmann::json;
 
 namespace {
 
-const std::set<std::string> kSweepKeys = {"methods", "recipe",          "grid",  "random",
-                                          "settings", "method_settings", "slurm", "report"};
+const std::set<std::string> kSweepKeys = {"description", "methods", "recipe",          "grid",  "random",
+                                          "settings",    "method_settings", "slurm", "report"};
 
 bool is_seed_axis(const std::string& name) { return name == "seeds" || name == "seed"; }
 
@@ -268,6 +268,10 @@ SweepPlan parse_plan(const json& sweep, const fs::path& sweep_file, const std::v
   plan.sweep_file = sweep_file;
   plan.name = sweep_file.stem().string();
   plan.source = sweep;
+  if (sweep.contains("description")) {
+    if (!sweep["description"].is_string()) fail("sweep '{}': description must be a string", file);
+    plan.description = sweep["description"].get<std::string>();
+  }
 
   std::vector<std::string> method_entries;
   if (sweep.contains("methods") && sweep.contains("recipe"))
@@ -355,8 +359,10 @@ SweepPlan parse_plan(const json& sweep, const fs::path& sweep_file, const std::v
         if (!value.is_object()) fail("{}.per_class_at must be a table such as {{ratio = 0.2}}", where);
         for (const auto& [key, item] : value.items()) check_value(where + ".per_class_at." + key, item);
         plan.report.per_class_at = value;
+      } else if (name == "group_by") {
+        plan.report.group_by = string_list(value, where + ".group_by");
       } else {
-        fail("{}: unknown key '{}' (x, metrics, per_class_at)", where, name);
+        fail("{}: unknown key '{}' (x, metrics, per_class_at, group_by)", where, name);
       }
     }
   }
@@ -534,7 +540,7 @@ json plan_json(const SweepPlan& plan, const std::vector<Job>& jobs) {
           {"settings", plan.settings},
           {"method_settings", plan.method_settings},
           {"slurm", plan.slurm},
-          {"report", {{"x", plan.report.x}, {"metrics", plan.report.metrics}, {"per_class_at", plan.report.per_class_at}}},
+          {"report", {{"x", plan.report.x}, {"metrics", plan.report.metrics}, {"per_class_at", plan.report.per_class_at}, {"group_by", plan.report.group_by}}},
           {"jobs", listed}};
 }
 

@@ -44,11 +44,15 @@ struct ReportOptions {
   std::string x = "ratio";                                       // the plots' x axis
   std::vector<std::string> metrics = {"f1_minority", "macro_f1"};
   nlohmann::json per_class_at = nlohmann::json::object();        // {setting: value}; empty: the smallest x
+  // The tables' groups; empty: every setting that varies except the seeds. A setting that varies only where it
+  // changes nothing (a stage-1 rate of vanilla's jobs) would otherwise split the table.
+  std::vector<std::string> group_by;
 };
 
 struct SweepPlan {
   std::filesystem::path sweep_file;
   std::string name;                                              // the sweep file's stem
+  std::string description;  // what the sweep runs, in a sentence or two: printed when it starts
   std::vector<Method> methods;
   std::vector<std::pair<std::string, std::vector<nlohmann::json>>> grid;  // axes in name order
   int random_count = 0;

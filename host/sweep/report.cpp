@@ -220,7 +220,7 @@ ReportFiles write_report(const fs::path& sweep_dir, const std::string& title, co
     if (record.status == store::JobStatus::Done) done.push_back(record);
   }
 
-  const auto keys = store::varying_keys(done, kSeedKeys);
+  const auto keys = options.group_by.empty() ? store::varying_keys(done, kSeedKeys) : options.group_by;
   std::vector<std::string> metrics;
   const auto present = store::metric_names(done);
   for (const auto& metric : options.metrics)

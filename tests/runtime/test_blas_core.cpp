@@ -133,7 +133,7 @@ TEST_CASE("the sgemm check passes a correct product and rejects a kernel that co
   CHECK_FALSE(verify_sgemm(nan).empty());
 }
 
-TEST_CASE("--blas-core is taken out of the arguments", "[runtime][blas]") {
+TEST_CASE("the flag --blas-core is taken out of the arguments", "[runtime][blas]") {
   std::vector<std::string> args = {"recipe.lua", "--blas-core", "as-is", "--threads", "2"};
   auto request = take_blas_core_flag(args);
   CHECK(request.mode == "as-is");
