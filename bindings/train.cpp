@@ -134,8 +134,9 @@ struct Optimizer {
 
 Optimizer& optimizer_at(lua_State* L, int index) { return check<Optimizer>(L, index, kOptimizerType); }
 
-// optimizer(model | {module, ...}, {kind = "adamw" | "adamw_hf" | "sgd", lr = 1e-5, weight_decay = 0, betas = {0.9, 0.999}, eps = 1e-8,
-//                                  momentum = 0, nesterov = false, no_decay = {"bias", "LayerNorm.weight"}?})
+// optimizer(model | {module, ...}, {kind = "adamw" | "adamw_hf" | "sgd", lr = 1e-5, weight_decay = 0,
+//                                  betas = {0.9, 0.999}, eps = 1e-8, momentum = 0, nesterov = false,
+//                                  no_decay = {"bias", "LayerNorm.weight"}?})
 //   -> optimizer
 // Optimises the parameters that are trainable now (set_trainable first). Patterns in no_decay name parameters
 // kept out of weight decay.

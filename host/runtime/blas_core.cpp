@@ -246,6 +246,7 @@ bool prepare_blas_core(const BlasCoreRequest& request) {
     else
       ::unsetenv("OPENBLAS_CORETYPE");
     ::setenv(kStateVariable, fmt::format("rejected:{}:{}", core, wrong).c_str(), 1);
+    report_text() = fmt::format("{} (computes wrong results, {}; the restart back failed)", active, wrong);
     return true;
   }
   if (state && state->rfind("rejected:", 0) == 0) {
@@ -263,6 +264,8 @@ bool prepare_blas_core(const BlasCoreRequest& request) {
   if (user) ::setenv(kUserVariable, user->c_str(), 1);
   ::setenv("OPENBLAS_CORETYPE", decision.set_core->c_str(), 1);
   ::setenv(kStateVariable, fmt::format("chosen:{}:{}", *decision.set_core, decision.reason).c_str(), 1);
+  // Seen only if the restart fails: this process keeps the kernels it loaded.
+  report_text() = fmt::format("{} (the restart for {} failed)", active, *decision.set_core);
   return true;
 }
 

@@ -69,19 +69,20 @@ std::string blas_description() {
 
 bool blas_is_reference() { return blas_description().rfind("reference BLAS", 0) == 0; }
 
-void prefer_passive_openmp(char** argv) {
-  if (std::getenv("OMP_WAIT_POLICY")) return;
-  if (::setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
-  ::execv("/proc/self/exe", argv);
-  ::unsetenv("OMP_WAIT_POLICY");  // the exec failed: this process's libgomp still spins
-}
+namespace {
+bool asked_passive_openmp = false;
+}  // namespace
 
 bool ask_passive_openmp() {
   if (std::getenv("OMP_WAIT_POLICY")) return false;
-  return ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0;
+  asked_passive_openmp = ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0;
+  return asked_passive_openmp;
 }
 
-void restart_process(char** argv) { ::execv("/proc/self/exe", argv); }
+void restart_process(char** argv) {
+  ::execv("/proc/self/exe", argv);
+  if (asked_passive_openmp) ::unsetenv("OMP_WAIT_POLICY");
+}
 
 bool openmp_is_passive() {
   const char* policy = std::getenv("OMP_WAIT_POLICY");

@@ -18,14 +18,13 @@ bool blas_is_reference();
 
 // libgomp (torch's OpenMP) reads OMP_WAIT_POLICY once, when it is loaded, before main. Unset, its idle threads
 // spin and take the cores from OpenBLAS's threads; PASSIVE, they sleep, and torch and OpenBLAS can both have every
-// core. When the variable is unset this re-executes the program once with OMP_WAIT_POLICY=PASSIVE (the same
-// arguments, /proc/self/exe); it returns, changing nothing, when the variable is set or the exec fails.
-void prefer_passive_openmp(char** argv);
-bool openmp_is_passive();
-// The two halves of prefer_passive_openmp, for a caller with other variables to set before one restart: sets
-// OMP_WAIT_POLICY=PASSIVE when it is unset and says whether it did; restart_process re-executes
-// /proc/self/exe with `argv`, returning only if the exec failed.
+// core. ask_passive_openmp sets OMP_WAIT_POLICY=PASSIVE when the variable is unset and says whether it did; the
+// caller then restarts (restart_process), with any other variable it set for the libraries' loading.
 bool ask_passive_openmp();
+bool openmp_is_passive();
+// Re-executes the program (/proc/self/exe, the same arguments) so that the libraries load again under the
+// variables set. Returns only when the exec failed, having taken back the OMP_WAIT_POLICY that ask_passive_openmp
+// set: this process's libgomp still spins.
 void restart_process(char** argv);
 
 // glibc maps every block above its mmap threshold (128 KiB, adapting up to 32 MiB) on its own and unmaps it when
