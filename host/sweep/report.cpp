@@ -60,7 +60,7 @@ std::string without_newlines(std::string text) {
 std::string gnuplot_header(const fs::path& png, const std::string& title, const std::string& xlabel,
                            const std::string& ylabel) {
   return fmt::format(
-      "set terminal pngcairo size 900,560 enhanced font \"sans,11\"\n"
+      "set terminal pngcairo size 900,560 noenhanced font \"sans,11\"\n"  // names hold underscores
       "set output {}\n"
       "set title {} noenhanced\n"
       "set xlabel {} noenhanced\n"
