@@ -20,5 +20,6 @@ return {
     crt = { lr_stage1 = 1e-4, lr_stage2 = 1e-3 },
   },
   slurm = { time = "02:00:00", cpus_per_task = 2, mem = "8G" },
-  report = { x = "ratio", metrics = { "f1_minority", "macro_f1", "accuracy" }, per_class_at = { ratio = 0.05 } },
+  report = { x = "ratio", group_by = { "method", "ratio" }, metrics = { "f1_minority", "macro_f1", "accuracy" },
+             per_class_at = { ratio = 0.05 } },
 }

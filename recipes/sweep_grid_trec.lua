@@ -17,5 +17,5 @@ return {
     crt = { lr_stage1 = 1e-4, lr_stage2 = 1e-3 },
   },
   slurm = { time = "02:00:00", cpus_per_task = 2, mem = "8G" },
-  report = { x = "method", metrics = { "f1_minority", "macro_f1", "accuracy" } },
+  report = { x = "method", group_by = { "method" }, metrics = { "f1_minority", "macro_f1", "accuracy" } },
 }
