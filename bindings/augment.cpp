@@ -75,6 +75,7 @@ int eda_new(lua_State* L) {
   options.alpha_rs = fraction_option(L, 1, "alpha_rs", alpha);
   options.p_rd = fraction_option(L, 1, "p_rd", alpha);
   const auto directory = opt_string_field(L, 1, "wordnet");
+  if (directory) check_read(L, *directory);
   auto wordnet = llm::WordNet::shared(directory.value_or(llm::WordNet::default_directory()));
   push_new<EdaAugmenter>(L, kEdaType, EdaAugmenter{llm::Eda(seed_option(L, 1), std::move(wordnet)), options});
   return 1;
@@ -102,6 +103,7 @@ int contextual_new(lua_State* L) {
   const auto folder = opt_string_field(L, 1, "model");
   if (!folder || folder->empty())
     fail("contextual_augmenter: model = DIR is required (a Hugging Face BertForMaskedLM folder)");
+  check_read(L, *folder);
   ContextualSubstitutionOptions options;
   options.fraction = opt_number_field(L, 1, "fraction").value_or(options.fraction);
   options.top_k = static_cast<int>(opt_number_field(L, 1, "top_k").value_or(options.top_k));

@@ -75,6 +75,7 @@ data::TableFormat parse_format(const std::string& name) {
 //                    empty_text = "error" | "drop"}]) -> dataset
 int read_table(lua_State* L) {
   const std::string path = check_string(L, 1);
+  check_read(L, path);
   data::TableOptions options;
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);

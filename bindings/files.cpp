@@ -163,7 +163,9 @@ int json_array(lua_State* L) {
 }
 
 int read_whole_file(lua_State* L) {
-  const auto content = read_file(check_string(L, 1));
+  const std::string path = check_string(L, 1);
+  check_read(L, path);
+  const auto content = read_file(path);
   lua_pushlstring(L, content.data(), content.size());
   return 1;
 }
@@ -178,7 +180,9 @@ int write_whole_file(lua_State* L) {
 }
 
 int file_exists(lua_State* L) {
-  lua_pushboolean(L, std::filesystem::exists(check_string(L, 1)));
+  const std::string path = check_string(L, 1);
+  check_read(L, path);
+  lua_pushboolean(L, std::filesystem::exists(path));
   return 1;
 }
 

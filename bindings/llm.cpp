@@ -11,8 +11,10 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <variant>
 
 #include "core/log.h"
 #include "json.h"
@@ -200,6 +202,22 @@ llm::ProgressCallback progress_reporter(const std::string& label, double interva
   };
 }
 
+// A request carries the user's API key and whatever text the recipe puts in it, so it goes only to the default
+// endpoint or to one the user named: on the command line (a --set value) or in OPENAI_BASE_URL.
+void check_endpoint(lua_State* L, const std::string& base_url) {
+  if (run_state(L).options.unsafe || base_url == llm::ClientSettings{}.base_url || given_by_user(L, base_url)) return;
+  const char* from_environment = std::getenv("OPENAI_BASE_URL");
+  if (from_environment && base_url == from_environment) return;
+  std::string origin = "a value the recipe chose";
+  for (const auto& [name, setting] : run_state(L).settings) {
+    const auto* text = std::get_if<std::string>(&setting.value);
+    if (text && *text == base_url) origin = fmt::format("the recipe's own value of setting '{}'", name);
+  }
+  fail("llm_client: refused to send requests to '{}', {}: a recipe's LLM client talks only to {} or to a base_url "
+       "you give on the command line (--set base_url=URL) or in OPENAI_BASE_URL; --unsafe lifts this",
+       base_url, origin, llm::ClientSettings{}.base_url);
+}
+
 // llm_client{model, base_url, api_key_env, concurrency, rpm, tpm, timeout, max_retries, temperature, top_p, seed,
 //            max_tokens, cache, backoff, backoff_max}
 int client_new(lua_State* L) {
@@ -211,6 +229,7 @@ int client_new(lua_State* L) {
   llm::ClientSettings settings;
   if (auto value = opt_string_field(L, 1, "model")) settings.model = *value;
   if (auto value = opt_string_field(L, 1, "base_url")) settings.base_url = *value;
+  check_endpoint(L, settings.base_url);
   if (auto value = opt_string_field(L, 1, "api_key_env")) settings.api_key_env = *value;
   if (auto value = opt_integer_field(L, 1, "concurrency")) {
     if (*value < 1) fail("llm_client: concurrency must be at least 1, got {}", *value);

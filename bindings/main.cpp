@@ -1,6 +1,7 @@
 // twostage: the command line. `run` executes a Lua recipe; the other subcommands are plain C++ (host/cli).
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <iostream>
 #include <string>
@@ -37,8 +38,10 @@ commands:
 run, predict, sweep and --version take --blas-core: auto (the default: OpenBLAS kernels for this CPU's features
 when OpenBLAS picked older ones, unless OPENBLAS_CORETYPE is set), as-is, or a core type such as SkylakeX.
 
-A recipe may not run programs, load native code, or write outside its run folder and the paths named on the
-command line; --unsafe lifts this for recipes you trust.
+A recipe may not run programs, load native code or bytecode, or read environment variables; it reads only its own
+folder, the run folder, data/, scripts/ and the paths you name on the command line, writes only its run folder,
+--out and the output settings you name, and its LLM client talks only to OpenAI or to a base_url you gave;
+--unsafe lifts this for recipes you trust.
 )";
 
 struct UsageError : std::runtime_error {
@@ -78,6 +81,14 @@ int run_command(const std::vector<std::string>& args, const std::string& command
       options.device = take_value(args, i);
     } else if (arg == "--seed") {
       options.seed = parse_int(arg, take_value(args, i));
+    } else if (arg == "--sweep-file-settings") {
+      // Written by `twostage sweep` for its jobs: these --set values came from the sweep file, not from the user.
+      const std::string keys = take_value(args, i);
+      for (size_t start = 0; start <= keys.size();) {
+        const size_t comma = std::min(keys.find(',', start), keys.size());
+        if (comma > start) options.sweep_file_settings.insert(keys.substr(start, comma - start));
+        start = comma + 1;
+      }
     } else if (arg == "--unsafe") {
       options.unsafe = true;
     } else if (arg == "--log-json") {

@@ -99,6 +99,7 @@ LoadOptions load_options(lua_State* L, int index) {
 // load_classifier(folder[, options]) -> model, report
 int load_classifier(lua_State* L) {
   const std::string folder = check_string(L, 1);
+  check_read(L, folder);
   LoadReport report;
   auto module = load_sequence_classifier(folder, load_options(L, 2), &report);
   push_new<Classifier>(L, kClassifierType, Classifier{module, folder});

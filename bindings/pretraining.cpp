@@ -32,6 +32,7 @@ int masked_lm_new(lua_State* L) {
     return 1;
   }
   const std::string folder = check_string(L, 1);
+  check_read(L, folder);
   LoadReport report;
   auto module = load_masked_lm(folder, options, &report);
   push_new<MaskedLM>(L, kMaskedLMType, MaskedLM{module, folder});
@@ -175,6 +176,7 @@ int detection_head_save(lua_State* L) {
 int detection_head_load(lua_State* L) {
   auto head = check_detection_head(L, 1);
   const std::string path = check_string(L, 2);
+  check_read(L, path);
   const auto report = load_weights(*head, safetensors::File::open(path), "DetectionHead");
   if (!report.missing.empty()) fail("{}: no weights for {}", path, report.missing.front());
   return 0;

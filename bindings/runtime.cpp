@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <iostream>
@@ -93,10 +94,16 @@ void set_functions(lua_State* L, const luaL_Reg* functions) {
   }
 }
 
+void protect_metatable(lua_State* L, const char* type_name) {
+  lua_pushstring(L, type_name);
+  lua_setfield(L, -2, "__metatable");
+}
+
 void define_type(lua_State* L, const char* type_name, const luaL_Reg* methods, const luaL_Reg* metamethods) {
   luaL_newmetatable(L, type_name);
   lua_pushstring(L, type_name);
   lua_setfield(L, -2, "__name");
+  protect_metatable(L, type_name);
   if (methods) {
     lua_newtable(L);
     set_functions(L, methods);
@@ -252,6 +259,40 @@ int traceback_handler(lua_State* L) {
   return 1;
 }
 
+}  // namespace
+
+int load_source(lua_State* L, std::string source, const std::string& chunk_name, bool allow_bytecode) {
+  if (source.rfind("#!", 0) == 0) source.insert(0, "--");
+  // LuaJIT reads any chunk that starts with ESC as bytecode; say so plainly rather than "wrong mode".
+  if (!allow_bytecode && !source.empty() && source[0] == '\x1b') {
+    const bool prefixed = !chunk_name.empty() && (chunk_name[0] == '@' || chunk_name[0] == '=');
+    lua_pushfstring(L, "%s: precompiled bytecode is refused: a recipe, sweep file or module must be Lua source "
+                    "(--unsafe allows bytecode)", chunk_name.c_str() + (prefixed ? 1 : 0));
+    return LUA_ERRSYNTAX;
+  }
+  return luaL_loadbufferx(L, source.data(), source.size(), chunk_name.c_str(), allow_bytecode ? "bt" : "t");
+}
+
+ChunkResult pcall_chunk(lua_State* L, std::string source, const std::string& chunk_name, int results) {
+  const bool unsafe = run_state(L).options.unsafe;
+  lua_pushcfunction(L, traceback_handler);
+  const int handler = lua_gettop(L);
+  int status = load_source(L, std::move(source), chunk_name, unsafe);
+  if (status == 0) status = lua_pcall(L, 0, results, handler);
+  ChunkResult result;
+  if (status != 0) {
+    result.ok = false;
+    result.help_shown = lua_touserdata(L, -1) == &kHelpShownKey;
+    if (!result.help_shown) result.message = lua_tostring(L, -1) ? lua_tostring(L, -1) : "(no message)";
+    lua_settop(L, handler - 1);
+    return result;
+  }
+  lua_remove(L, handler);
+  return result;
+}
+
+namespace {
+
 std::string timestamp_folder_name() {
   const auto now = std::chrono::system_clock::now();
   const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
@@ -301,23 +342,55 @@ void Runtime::open_libraries() {
   lua_setfield(L, -2, "path");
   lua_pop(L, 1);
 
+  allow_reads();
   install_sandbox(L, state_->options.unsafe);
   install_strict_globals(L);
 }
 
-void Runtime::execute(const std::string& source, const std::string& chunk_name) {
-  lua_State* L = L_;
-  lua_pushcfunction(L, traceback_handler);
-  const int handler = lua_gettop(L);
-  int status = luaL_loadbuffer(L, source.data(), source.size(), chunk_name.c_str());
-  if (status == 0) status = lua_pcall(L, 0, 0, handler);
-  if (status != 0) {
-    std::string message = lua_touserdata(L, -1) == &kHelpShownKey ? "" : (lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
-    lua_settop(L, handler - 1);
-    if (!message.empty()) throw Error(message);
-    return;
+namespace {
+
+// Allows `path` when it names an existing file (that file) or folder (all below it); returns whether it did.
+bool allow_existing(ReadPolicy& readable, const std::string& path) {
+  std::error_code error;
+  const auto status = std::filesystem::status(path, error);
+  if (std::filesystem::is_directory(status)) {
+    readable.allow_tree(path);
+  } else if (std::filesystem::exists(status)) {
+    readable.allow_file(path);
+  } else {
+    return false;
   }
-  lua_settop(L, handler - 1);
+  return true;
+}
+
+}  // namespace
+
+// What every run may read: its recipe's folder (its own modules), the scripts it requires, the project's data/, and
+// each existing file or folder the user named on the command line, also as an item of a list (a,b) or with a
+// column after it (PATH:COLUMN). Values that a sweep file wrote open nothing.
+void Runtime::allow_reads() {
+  auto& state = *state_;
+  auto& readable = state.read_policy;
+  if (!state.options.recipe.empty()) readable.allow_tree(std::filesystem::absolute(state.options.recipe).parent_path());
+  readable.allow_tree(scripts_directory());
+  readable.allow_tree("data");
+  for (const auto& [key, value] : state.options.overrides) {
+    if (value.empty() || state.options.sweep_file_settings.count(key)) continue;
+    if (allow_existing(readable, value)) continue;
+    for (size_t start = 0; start < value.size();) {
+      const size_t comma = std::min(value.find(',', start), value.size());
+      const std::string item = value.substr(start, comma - start);
+      start = comma + 1;
+      if (item.empty() || allow_existing(readable, item)) continue;
+      if (const size_t colon = item.rfind(':'); colon != std::string::npos && colon > 0)
+        allow_existing(readable, item.substr(0, colon));
+    }
+  }
+}
+
+void Runtime::execute(const std::string& source, const std::string& chunk_name) {
+  const ChunkResult result = pcall_chunk(L_, source, chunk_name, 0);
+  if (!result.ok && !result.help_shown) throw Error(result.message);
 }
 
 int Runtime::run() {
@@ -336,16 +409,7 @@ int Runtime::run() {
     log::add_text_file((state.run_dir / "log.txt").string());
     log::info("run", fmt::format("run folder {}", state.run_dir.string()), {{"run_dir", state.run_dir.string()}});
   }
-  // A path named on the command line is one the user agreed to have written.
-  for (const auto& [key, value] : options.overrides) {
-    if (value.empty()) continue;
-    state.write_policy.allow_file(value);
-    if (value.back() == '/' || std::filesystem::is_directory(value)) state.write_policy.allow_tree(value);
-  }
 
-  lua_pushcfunction(L, traceback_handler);
-  const int handler = lua_gettop(L);
-  const std::string chunk_name = "@" + options.recipe.string();
   std::string source;
   try {
     source = read_file(options.recipe);
@@ -353,22 +417,15 @@ int Runtime::run() {
     std::cerr << "error: " << error.what() << "\n";
     return 2;
   }
-  // A leading "#!" line is allowed, as the standalone interpreter allows it.
-  if (source.rfind("#!", 0) == 0) source.insert(0, "--");
-  int status = luaL_loadbuffer(L, source.data(), source.size(), chunk_name.c_str());
-  if (status == 0) status = lua_pcall(L, 0, 0, handler);
+  const ChunkResult result = pcall_chunk(L, std::move(source), "@" + options.recipe.string(), 0);
   int exit_status = 0;
-  if (status != 0) {
-    if (lua_touserdata(L, -1) != &kHelpShownKey) {
-      const char* message = lua_tostring(L, -1);
-      std::cerr << "error: " << (message ? message : "(no message)") << std::endl;
-      log::event(spdlog::level::err, "recipe_failed", message ? message : "", {});
-      exit_status = 1;
-    }
-  } else if (options.help) {
+  if (!result.ok && !result.help_shown) {
+    std::cerr << "error: " << result.message << std::endl;
+    log::event(spdlog::level::err, "recipe_failed", result.message, {});
+    exit_status = 1;
+  } else if (result.ok && options.help) {
     std::cout << "This recipe declares no settings.\n";
   }
-  lua_settop(L, handler - 1);
   log::close_files();
   return exit_status;
 }
@@ -376,8 +433,38 @@ int Runtime::run() {
 }  // namespace ts::lua
 
 namespace ts::lua {
+
 void check_write(lua_State* L, const std::filesystem::path& path) {
   auto& state = run_state(L);
   if (!state.options.unsafe) state.write_policy.check(path);
 }
+
+void check_read(lua_State* L, const std::filesystem::path& path) {
+  auto& state = run_state(L);
+  if (state.options.unsafe || state.write_policy.allows(path)) return;
+  state.read_policy.check(path);
+}
+
+bool given_by_user(lua_State* L, const std::string& value) {
+  const auto& options = run_state(L).options;
+  for (const auto& [key, given] : options.overrides)
+    if (given == value && !options.sweep_file_settings.count(key)) return true;
+  return false;
+}
+
+// An output setting's path is writable when the user typed it: a recipe's own default, or a sweep file's value,
+// stays inside the run folder.
+void allow_outputs(lua_State* L) {
+  auto& state = run_state(L);
+  for (const auto& spec : state.setting_specs) {
+    if (!spec.output) continue;
+    const auto given = state.options.overrides.find(spec.name);
+    if (given == state.options.overrides.end() || given->second.empty()) continue;
+    if (state.options.sweep_file_settings.count(spec.name)) continue;
+    const std::string& value = given->second;
+    state.write_policy.allow_file(value);
+    if (value.back() == '/' || std::filesystem::is_directory(value)) state.write_policy.allow_tree(value);
+  }
+}
+
 }  // namespace ts::lua

@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,10 @@ int guarded(lua_State* L) {
 }
 
 // ---- userdata ---------------------------------------------------------------------------------------------------
+// getmetatable() on a host object answers `type_name`, never the metatable itself: with it a recipe could call
+// __gc twice, or set another type's metatable. The metatable to protect is on top of the stack.
+void protect_metatable(lua_State* L, const char* type_name);
+
 // A userdata owns one C++ value; its metatable is named `type_name`, and __gc runs the value's destructor.
 template <typename T, typename... Args>
 T& push_new(lua_State* L, const char* type_name, Args&&... args) {
@@ -44,11 +49,16 @@ T& push_new(lua_State* L, const char* type_name, Args&&... args) {
   if (!has_destructor) {
     lua_pushcfunction(L, [](lua_State* state) -> int {
       static_cast<T*>(lua_touserdata(state, 1))->~T();
+      // A finaliser of the recipe's own (newproxy) may bring the object back: without its metatable, every method
+      // refuses it instead of using a destroyed value.
+      lua_pushnil(state);
+      lua_setmetatable(state, 1);
       return 0;
     });
     lua_setfield(L, -2, "__gc");
     lua_pushstring(L, type_name);
     lua_setfield(L, -2, "__name");
+    protect_metatable(L, type_name);
   }
   lua_setmetatable(L, -2);
   return *object;
@@ -110,10 +120,26 @@ struct Registrar {
 #define TWOSTAGE_LUA_BINDING(name, function) \
   static const ::ts::lua::Registrar twostage_lua_binding_##name(#name, function)
 
+// ---- running chunks ---------------------------------------------------------------------------------------------
+// Loads `source` as a chunk named `chunk_name`: source text only, unless `allow_bytecode` (--unsafe), since LuaJIT
+// does not verify bytecode. A leading "#!" line is skipped, as the standalone interpreter skips it. Returns
+// luaL_loadbufferx's status, with the chunk or the message on the stack.
+int load_source(lua_State* L, std::string source, const std::string& chunk_name, bool allow_bytecode);
+
+struct ChunkResult {
+  bool ok = true;
+  bool help_shown = false;  // ended by stop_after_help
+  std::string message;      // the error and its traceback
+};
+// Loads and calls `source` with a traceback handler, leaving `results` values on the stack when it succeeds.
+ChunkResult pcall_chunk(lua_State* L, std::string source, const std::string& chunk_name, int results);
+
 // ---- the runtime ------------------------------------------------------------------------------------------------
 struct RunOptions {
   std::filesystem::path recipe;                     // the recipe file
   std::map<std::string, std::string> overrides;     // --set key=value
+  // Keys of `overrides` whose values a sweep file wrote, not the user: they open no path and no endpoint.
+  std::set<std::string> sweep_file_settings;        // --sweep-file-settings key,key
   std::optional<std::filesystem::path> out;         // --out DIR: the run folder itself
   std::optional<int64_t> seed;                      // --seed N
   std::string device = "cpu";                       // --device
@@ -128,6 +154,7 @@ struct RunState {
   RunOptions options;
   std::filesystem::path run_dir;                    // empty until created
   WritePolicy write_policy;
+  ReadPolicy read_policy;                           // besides what write_policy allows
   std::vector<SettingSpec> setting_specs;
   std::map<std::string, ResolvedSetting> settings;  // after overrides
   bool settings_declared = false;
@@ -135,9 +162,16 @@ struct RunState {
 
 RunState& run_state(lua_State* L);
 
-// Throws ts::Error unless the run may write `path` (its output folder, paths named on the command line, or
-// anything under --unsafe). Bindings that write files call this first.
+// Throws ts::Error unless the run may write `path`: the run folder, --out, a path the user gave to an output
+// setting on the command line, or anything under --unsafe. Bindings that write files call this first.
 void check_write(lua_State* L, const std::filesystem::path& path);
+// Throws ts::Error unless the run may read `path`: what it may write, the recipe's folder, data/, scripts/, and
+// the paths the user gave on the command line, or anything under --unsafe. Bindings that read files call this first.
+void check_read(lua_State* L, const std::filesystem::path& path);
+// Whether the user typed `value` on the command line (a --set value not written by a sweep file).
+bool given_by_user(lua_State* L, const std::string& value);
+// Allows what the settings declared as outputs may write, once they are resolved (bindings/settings.cpp).
+void allow_outputs(lua_State* L);
 
 // Ends the recipe quietly after `RECIPE.lua --help` has printed its settings.
 [[noreturn]] void stop_after_help(lua_State* L);
@@ -159,6 +193,7 @@ class Runtime {
 
  private:
   void open_libraries();
+  void allow_reads();
   std::unique_ptr<RunState> state_;
   lua_State* L_ = nullptr;
 };

@@ -1,5 +1,6 @@
-// settings{ name = {default, "help"[, type = "number"]}, ... }: declares a recipe's settings and returns them with
-// the command line's --set, --seed and --device applied.
+// settings{ name = {default, "help"[, type = "number"][, output = true]}, ... }: declares a recipe's settings and
+// returns them with the command line's --set, --seed and --device applied. An output setting names a path the run
+// writes: writable when the user gives it on the command line.
 #include <algorithm>
 #include <cmath>
 #include <iostream>
@@ -139,6 +140,7 @@ int declare_settings(lua_State* L) {
     spec.help = lua_tostring(L, -1);
     lua_pop(L, 1);
     const auto declared_type = opt_string_field(L, entry, "type");
+    spec.output = opt_bool_field(L, entry, "output").value_or(false);
     lua_rawgeti(L, entry, 1);
     if (lua_isnil(L, -1)) fail("setting '{}' needs a default as its first item", name);
     spec.type = declared_type ? parse_type_name(*declared_type, name) : infer_type(L, name);
@@ -170,6 +172,7 @@ int declare_settings(lua_State* L) {
   state.settings = resolve_settings(specs, overrides);
   state.setting_specs = specs;
   state.settings_declared = true;
+  allow_outputs(L);
 
   nlohmann::json logged = nlohmann::json::object();
   lua_newtable(L);

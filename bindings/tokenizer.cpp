@@ -13,7 +13,9 @@ using text::Tokenizer;
 Tokenizer& self(lua_State* L) { return check<Tokenizer>(L, 1, kTokenizerType); }
 
 int tokenizer_new(lua_State* L) {
-  push_new<Tokenizer>(L, kTokenizerType, Tokenizer::from_path(check_string(L, 1)));
+  const std::string path = check_string(L, 1);
+  check_read(L, path);
+  push_new<Tokenizer>(L, kTokenizerType, Tokenizer::from_path(path));
   return 1;
 }
 

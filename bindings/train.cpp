@@ -247,7 +247,9 @@ int optimizer_save(lua_State* L) {
 }
 
 int optimizer_load(lua_State* L) {
-  torch::load(*optimizer_at(L, 1).optimizer, check_string(L, 2));
+  const std::string path = check_string(L, 2);
+  check_read(L, path);
+  torch::load(*optimizer_at(L, 1).optimizer, path);
   return 0;
 }
 

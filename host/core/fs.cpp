@@ -58,10 +58,10 @@ bool is_within(const fs::path& path, const fs::path& root) {
 }
 }  // namespace
 
-void WritePolicy::allow_tree(const fs::path& root) { trees_.push_back(resolved(root)); }
-void WritePolicy::allow_file(const fs::path& file) { files_.push_back(resolved(file)); }
+void PathSet::allow_tree(const fs::path& root) { trees_.push_back(resolved(root)); }
+void PathSet::allow_file(const fs::path& file) { files_.push_back(resolved(file)); }
 
-bool WritePolicy::allows(const fs::path& path) const {
+bool PathSet::allows(const fs::path& path) const {
   const fs::path target = resolved(path);
   for (const auto& file : files_)
     if (target == file) return true;
@@ -70,15 +70,25 @@ bool WritePolicy::allows(const fs::path& path) const {
   return false;
 }
 
-void WritePolicy::check(const fs::path& path) const {
-  if (allows(path)) return;
+std::string PathSet::describe() const {
   std::string allowed;
   for (const auto& root : trees_) allowed += fmt::format("\n  {}/...", root.string());
   for (const auto& file : files_) allowed += fmt::format("\n  {}", file.string());
-  if (allowed.empty()) allowed = "\n  (nothing)";
-  fail("refused to write '{}': a recipe writes only under its output folder or to paths named on the command "
-       "line (--out, --set key=PATH); --unsafe lifts this. Allowed:{}",
-       path.string(), allowed);
+  return allowed.empty() ? "\n  (nothing)" : allowed;
+}
+
+void WritePolicy::check(const fs::path& path) const {
+  if (allows(path)) return;
+  fail("refused to write '{}': a recipe writes only under its run folder, to --out, and to the paths you gave to "
+       "its output settings on the command line; --unsafe lifts this. Allowed:{}",
+       path.string(), describe());
+}
+
+void ReadPolicy::check(const fs::path& path) const {
+  if (allows(path)) return;
+  fail("refused to read '{}': a recipe reads only its own folder, the run folder, data/, scripts/ and the paths "
+       "you gave on the command line (--set key=PATH); --unsafe lifts this. Allowed:{}",
+       path.string(), describe());
 }
 
 }  // namespace ts

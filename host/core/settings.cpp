@@ -37,7 +37,10 @@ std::optional<double> parse_number(const std::string& text) {
   char* end = nullptr;
   errno = 0;
   const double value = std::strtod(trimmed.c_str(), &end);
-  if (end != trimmed.c_str() + trimmed.size() || errno == ERANGE || std::isnan(value)) return std::nullopt;
+  // Overflow is refused; underflow is not: glibc flags "5e-324", the way a subnormal prints, as ERANGE, yet reads
+  // "0x1p-1074" to the same number without it, and a value that parses must parse again as printed.
+  if (end != trimmed.c_str() + trimmed.size() || (errno == ERANGE && std::isinf(value)) || std::isnan(value))
+    return std::nullopt;
   return value;
 }
 
@@ -161,8 +164,8 @@ std::string describe_settings(const std::vector<SettingSpec>& specs) {
   for (const auto& spec : specs) width = std::max(width, spec.name.size());
   std::string text;
   for (const auto& spec : specs) {
-    text += fmt::format("  {:<{}}  {} (default: {}, {})\n", spec.name, width, spec.help,
-                        format_setting(spec.default_value), to_string(spec.type));
+    text += fmt::format("  {:<{}}  {} (default: {}, {}{})\n", spec.name, width, spec.help,
+                        format_setting(spec.default_value), to_string(spec.type), spec.output ? ", output" : "");
   }
   return text;
 }

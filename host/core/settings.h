@@ -22,6 +22,7 @@ struct SettingSpec {
   SettingType type;
   SettingValue default_value;
   std::string help;
+  bool output = false;  // a path the run writes: writable when the user names it on the command line
 };
 
 struct ResolvedSetting {

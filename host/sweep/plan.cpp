@@ -382,15 +382,18 @@ SweepPlan parse_plan(const json& sweep, const fs::path& sweep_file, const std::v
       check_value(where, value);
       plan.method_settings[key.substr(0, dot)][key.substr(dot + 1)] = value;
       methods_set_on_command_line.insert(key.substr(0, dot));
+      plan.set_by_user.insert(key);
     } else if (grid.count(key) || random_axes.count(key)) {
       json values = parse_value(text);
       if (!values.is_array()) values = json::array({values});
       grid[key] = axis_values(values, where);
       random_axes.erase(key);
+      plan.set_by_user.insert(key);
     } else {
       const json value = parse_value(text);
       check_value(where, value);
       plan.settings[key] = value;
+      plan.set_by_user.insert(key);
     }
   }
 
@@ -482,6 +485,12 @@ std::vector<Job> expand(const SweepPlan& plan) {
     settings = interpolate_settings(settings, method->name);
 
     Job job;
+    for (const auto& [name, value] : settings.items()) {
+      const bool method_setting =
+          plan.method_settings.contains(method->name) && plan.method_settings[method->name].contains(name);
+      const std::string key = method_setting ? method->name + "." + name : name;
+      if (!plan.set_by_user.count(key)) job.sweep_file_settings.push_back(name);
+    }
     job.method = method->name;
     job.recipe = method->recipe.string();
     job.recipe_path = method->recipe;
@@ -512,6 +521,11 @@ std::vector<std::string> job_arguments(const Job& job, const fs::path& job_dir, 
   for (const auto& [key, value] : job.settings.items()) {
     arguments.push_back("--set");
     arguments.push_back(key + "=" + store::setting_text(key, value));
+  }
+  if (!job.sweep_file_settings.empty()) {
+    std::string keys;
+    for (const auto& key : job.sweep_file_settings) keys += (keys.empty() ? "" : ",") + key;
+    arguments.insert(arguments.end(), {"--sweep-file-settings", keys});
   }
   arguments.insert(arguments.end(), {"--out", job_dir.string(), "--threads", std::to_string(threads), "--quiet"});
   return arguments;

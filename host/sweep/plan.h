@@ -17,6 +17,7 @@
 // settings (never on the order of the grid), so a sweep run again, extended, or resumed finds its finished jobs.
 #include <cstdint>
 #include <filesystem>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -61,6 +62,9 @@ struct SweepPlan {
   nlohmann::json settings = nlohmann::json::object();            // fixed settings
   nlohmann::json method_settings = nlohmann::json::object();     // method -> settings of its jobs only
   nlohmann::json slurm = nlohmann::json::object();               // sbatch options
+  // What the user set with --set (a key, or METHOD.key for one method's jobs); every other value comes from the
+  // sweep file, which is trusted no more than a recipe: it opens no path and no endpoint to the job.
+  std::set<std::string> set_by_user;
   ReportOptions report;
   nlohmann::json source;                                         // the sweep as evaluated, for plan.json
 };
@@ -83,13 +87,15 @@ nlohmann::json parse_value(const std::string& text);
 struct Job : store::JobSpec {
   std::filesystem::path recipe_path;     // absolute
   std::vector<std::string> varying;      // the grid and random axes, for the job's name
+  std::vector<std::string> sweep_file_settings;  // settings whose values the sweep file wrote, not the user
 };
 
 // Every job of the plan, in run order: seeds axes outermost (so that a partial sweep covers every configuration
 // once early), then methods, then the other axes. Throws if two jobs would be the same.
 std::vector<Job> expand(const SweepPlan& plan);
 
-// The arguments after the executable: run RECIPE --set k=v ... --out DIR --threads T --quiet
+// The arguments after the executable: run RECIPE --set k=v ... [--sweep-file-settings k,...] --out DIR --threads T
+// --quiet
 std::vector<std::string> job_arguments(const Job& job, const std::filesystem::path& job_dir, int threads);
 
 // The job's id: method, the varying settings, and 8 hex digits of a hash of method and all settings.

@@ -230,6 +230,9 @@ struct Lua {
   explicit Lua(const fs::path& out) : runtime(options_for(out)) {
     runtime.run_state().run_dir = out;
     runtime.run_state().write_policy.allow_tree(out);
+    // The fixtures a test reads, as a user would name them on the command line.
+    runtime.run_state().read_policy.allow_tree("../shared");
+    runtime.run_state().read_policy.allow_tree("tests");
     set("out_dir", out.string());
   }
   static ts::lua::RunOptions options_for(const fs::path& out) {
@@ -238,6 +241,8 @@ struct Lua {
     return options;
   }
   void set(const char* name, const std::string& value) {
+    // The test server's address is the user's choice, as if given with --set base_url=URL.
+    if (std::string(name) == "base_url") runtime.run_state().options.overrides[name] = value;
     lua_State* L = runtime.state();
     lua_pushstring(L, name);
     lua_pushlstring(L, value.data(), value.size());

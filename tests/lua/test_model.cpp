@@ -11,6 +11,9 @@ TEST_CASE("a classifier loaded in Lua reproduces transformers' logits, pooled ou
   options.out = std::filesystem::temp_directory_path() / ("twostage-model-" + std::to_string(::getpid()));
   ts::lua::Runtime runtime(options);
   runtime.run_state().write_policy.allow_tree(*options.out);
+  // The fixtures a test reads, as a user would name them on the command line.
+  runtime.run_state().read_policy.allow_tree("../shared");
+  runtime.run_state().read_policy.allow_tree("tests");
   lua_State* L = runtime.state();
   lua_pushstring(L, "out_dir");
   lua_pushstring(L, options.out->c_str());

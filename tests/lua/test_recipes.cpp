@@ -37,7 +37,8 @@ std::string tiny_model(double dropout = 0.1) {
   const auto folder = scratch() / ("tiny-bert-dropout" + std::to_string(static_cast<int>(dropout * 100)));
   if (!fs::exists(folder / "config.json")) {
     const auto result = run("run tests/lua/fixtures/tiny_bert.lua --quiet --out " + (scratch() / "fixture").string() +
-                            " --set out=" + folder.string() + " --set dropout=" + std::to_string(dropout));
+                            " --set out=" + folder.string() + " --set dropout=" + std::to_string(dropout) +
+                            " --set vocab=../shared/data/vocab/bert-base-uncased");
     INFO(result.output);
     REQUIRE(result.status == 0);
   }

@@ -112,6 +112,7 @@ TEST_CASE("a tensor userdata owns its at::Tensor and __gc releases it") {
 
 TEST_CASE("tokenizer in Lua: ids as Hugging Face's, and padded batches") {
   ts::lua::RunOptions options;
+  options.overrides["vocab"] = "../shared/data/vocab/bert-base-uncased";  // a path the user named: readable
   ts::lua::Runtime runtime(options);
   runtime.execute(R"(
     local ts = require "twostage"

@@ -14,6 +14,9 @@ void lua(const std::string& source) {
   options.out = std::filesystem::temp_directory_path() / ("twostage-training-" + std::to_string(::getpid()));
   ts::lua::Runtime runtime(options);
   runtime.run_state().write_policy.allow_tree(*options.out);
+  // The fixtures a test reads, as a user would name them on the command line.
+  runtime.run_state().read_policy.allow_tree("../shared");
+  runtime.run_state().read_policy.allow_tree("tests");
   std::filesystem::create_directories(*options.out);
   lua_State* L = runtime.state();
   // rawset: strict globals refuse a plain assignment of an undeclared global.

@@ -1,4 +1,6 @@
 // Sweep plans: parsing the evaluated sweep file, --set overrides, expansion into jobs with stable ids.
+#include <algorithm>
+
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <set>
@@ -199,4 +201,17 @@ TEST_CASE("sbatch options: resources from the sweep's slurm table") {
                                           "#SBATCH --time=01:00:00"});
   CHECK_THROWS_WITH(sbatch_options(json{{"array", "0-3"}}, 2, "x", "/tmp"), Catch::Contains("slurm.array"));
   CHECK_THROWS_WITH(sbatch_options(json{{"Bad Key", 1}}, 2, "x", "/tmp"), Catch::Contains("slurm.Bad Key"));
+}
+
+TEST_CASE("a job learns which of its settings the sweep file wrote: those open no path and no endpoint") {
+  auto sweep = small_sweep();
+  sweep["method_settings"] = {{"vanilla", {{"cache", "/tmp/from_the_sweep_file"}}}};
+  const auto plan = parse_plan(sweep, kSweepFile, {{"lr", "2e-5"}, {"ratio", "0.2"}, {"two_stage_reweight.out", "x"}});
+  for (const auto& job : expand(plan)) {
+    const auto arguments = job_arguments(job, "/tmp/job", 1);
+    const auto flag = std::find(arguments.begin(), arguments.end(), "--sweep-file-settings");
+    REQUIRE(flag != arguments.end());
+    // lr and ratio came from the command line, and two_stage_reweight's out; everything else from the file.
+    CHECK(*std::next(flag) == (job.method == "vanilla" ? "cache,epochs_stage1,seeds" : "epochs_stage1,seeds"));
+  }
 }

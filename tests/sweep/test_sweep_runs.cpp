@@ -375,7 +375,8 @@ TEST_CASE("sweep command-line mistakes are usage errors, and --dry-run lists the
   INFO(dry.output);
   CHECK(dry.status == 0);
   CHECK_THAT(dry.output, Catch::Contains("4 jobs in " + dry_out.string()) &&
-                             Catch::Contains("--set ratio=0.3 --set seeds=42 --out " + dry_out.string() + "/jobs/"));
+                             Catch::Contains("--set ratio=0.3 --set seeds=42 --sweep-file-settings epochs_stage1,seeds"
+                                             " --out " + dry_out.string() + "/jobs/"));
   CHECK_FALSE(fs::exists(dry_out));  // a dry run creates nothing
 }
 
