@@ -45,8 +45,8 @@ if [ "$mode" = test ]; then
       -DTWOSTAGE_BUILD_TESTS=OFF -DTWOSTAGE_BUILD_BENCHMARKS=OFF \
       -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link,address,undefined" >/dev/null
   fi
-  cmake --build build-fuzz -j "$jobs" --target fuzz_tokenizer fuzz_safetensors
-  for fuzzer in tokenizer safetensors; do
+  cmake --build build-fuzz -j "$jobs" --target fuzz_tokenizer fuzz_safetensors fuzz_settings fuzz_tables
+  for fuzzer in tokenizer safetensors settings tables; do
     echo "fuzz_$fuzzer: 20 s"
     build-fuzz/tests/fuzz/fuzz_$fuzzer -max_total_time=20 -max_len=4096 -print_final_stats=0 2>&1 | tail -n 2
   done

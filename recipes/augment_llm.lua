@@ -36,6 +36,7 @@ local settings = ts.settings {
   cache = {"", "SQLite cache of replies, reused to resume; empty: llm_cache.sqlite in the run folder", output = true},
   clean = {true, "clean replies and drop bad ones (false: keep every non-empty reply, as the reference)"},
   refill_rounds = {5, "extra passes for classes left short by rejections (0: none, as the reference)"},
+  allow_short = {false, "accept classes still short of target after refill_rounds (summary.json: short); false: error"},
   filter_model = {"", "classifier folder: drop paraphrases it confidently puts in another class (empty: off)"},
   filter_confidence = {0.9, "probability above which filter_model's other class counts as confident",
                        type = "number"},
@@ -46,7 +47,12 @@ local settings = ts.settings {
   device = {"cpu", "device of the masked LM and of filter_model (cpu, cuda)"},
 }
 
+if not (settings.ratio > 0 and settings.ratio <= 1) then
+  error(("setting 'ratio': %s; expected a minority/majority rate in (0, 1], 1 for no down-sampling"):format(
+    tostring(settings.ratio)), 0)
+end
 local train = ts.read_table(settings.train, {text = settings.text_column, label = settings.label_column})
+ts.experiment.check_labels(train)
 local org_ind = {}
 if settings.ratio < 1 then
   local rows
@@ -89,6 +95,6 @@ local _, summary = augment.run {
   augmenter = client and "llm" or augmenter, augmenter_name = settings.augmenter, client = client,
   prompt = settings.prompt, clean = settings.clean, refill_rounds = settings.refill_rounds, seed = settings.seed,
   filter = {model = settings.filter_model, confidence = settings.filter_confidence, device = settings.device},
-  out = out, summary = ts.run_dir() .. "/summary.json",
+  out = out, summary = ts.run_dir() .. "/summary.json", allow_short = settings.allow_short,
 }
 print(("aug.csv: %d rows at %s"):format(summary.rows_written, out))

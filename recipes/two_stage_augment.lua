@@ -15,11 +15,12 @@ local classes = ts.experiment.read(settings, settings.train):classes()
 local augmented = settings.augmented
 if augmented == "" then
   -- No LLM paraphrases given: fill every class to the majority count offline (EDA, α = 0.1) from the same
-  -- imbalanced training set, through the pipeline of recipes/augment_llm.lua.
+  -- imbalanced training set, through the pipeline of recipes/augment_llm.lua. A class EDA cannot fill (its rows
+  -- too short to vary) is used as it is, as before, rather than failing the run: augment_summary.json says `short`.
   augmented = ts.run_dir() .. "/aug.csv"
   ts.augment.run { train = ts.experiment.data(settings).train, augmenter = ts.eda { seed = settings.data_seed },
                    augmenter_name = "eda", seed = settings.data_seed, refill_rounds = 5, out = augmented,
-                   summary = ts.run_dir() .. "/augment_summary.json" }
+                   summary = ts.run_dir() .. "/augment_summary.json", allow_short = true }
 end
 local paraphrases = ts.read_table(augmented, { text = settings.augmented_text_column, label = "label",
   classes = classes })

@@ -232,6 +232,8 @@ std::string trimmed(const std::string& s) {
   return s.substr(b, e - b);
 }
 
+constexpr int64_t kMaxInferredClasses = 100000;
+
 // A decimal integer label ("3", "-1"), or nothing.
 std::optional<int64_t> as_integer(const std::string& s) {
   std::string t = trimmed(s);
@@ -314,6 +316,9 @@ std::vector<RawRow> rows_from_jsonl(const std::string& text, size_t start, const
       } catch (const nlohmann::json::parse_error& e) {
         const int64_t col = static_cast<int64_t>(pos - line_start) + static_cast<int64_t>(std::max<size_t>(e.byte, 1));
         fail("{}:{}:{}: bad JSON: {}", path, line, col, e.what());
+      } catch (const nlohmann::json::exception& e) {
+        // Well-formed JSON the library cannot hold, such as a number beyond a double's range (1e400).
+        fail("{}:{}:1: bad JSON: {}", path, line, e.what());
       }
       if (!object.is_object()) {
         fail("{}:{}:1: expected one JSON object per line, found a JSON {}", path, line, object.type_name());
@@ -366,11 +371,17 @@ TableFormat format_from_extension(const std::string& path) {
 
 Dataset read_table(const std::string& path, const TableOptions& options) {
   if (options.text_column.empty()) fail("{}: no text column named; set the text column", path);
-  const TableFormat format = options.format == TableFormat::Auto ? format_from_extension(path) : options.format;
+  TableOptions resolved = options;
+  if (resolved.format == TableFormat::Auto) resolved.format = format_from_extension(path);
   std::error_code ec;
   if (!fs::exists(path, ec)) fail("{}: file not found", path);
   if (fs::is_directory(path, ec)) fail("{}: is a directory, expected a table file", path);
-  const std::string text = read_file(path);
+  return parse_table(read_file(path), path, resolved);
+}
+
+Dataset parse_table(const std::string& text, const std::string& path, const TableOptions& options) {
+  if (options.text_column.empty()) fail("{}: no text column named; set the text column", path);
+  const TableFormat format = options.format == TableFormat::Auto ? format_from_extension(path) : options.format;
   check_utf8(text, path);
   const size_t start = text.compare(0, 3, "\xEF\xBB\xBF") == 0 ? 3 : 0;
 
@@ -449,6 +460,11 @@ Dataset read_table(const std::string& path, const TableOptions& options) {
       for (const auto& row : kept) {
         int64_t id = *as_integer(row.label.value);
         if (id < 0) label_error(row.label, "is a negative class id; class ids start at 0");
+        // Every id up to the largest becomes a class: an id column read as the labels would ask for billions.
+        if (id >= kMaxInferredClasses)
+          label_error(row.label, fmt::format("is a class id of {} or more; is this the label column? (a class list, "
+                                             "when given, names the classes)",
+                                             kMaxInferredClasses));
         max_id = std::max(max_id, id);
         out.labels.push_back(id);
       }

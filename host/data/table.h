@@ -13,8 +13,9 @@
 // Labels
 //   - With `classes` given (the class list fixed by the caller): a label equal to a class name maps to its index;
 //     otherwise an integer label 0 <= k < classes.size() is kept as the id k; anything else is an error.
-//   - Without: if every label is a non-negative integer, ids are kept as they are and class_names = "0".."max";
-//     otherwise the class names are the sorted distinct label strings and ids index into them.
+//   - Without: if every label is a non-negative integer, ids are kept as they are and class_names = "0".."max"
+//     (an id of 100000 or more is an error); otherwise the class names are the sorted distinct label strings and ids
+//     index into them.
 //
 // Every error is a ts::Error whose message starts "<file>:<line>:<column>:" (or "<file>:<line>:" / "<file>:") and
 // says what is wrong and what was expected.
@@ -64,6 +65,10 @@ Dataset concat(const Dataset& a, const Dataset& b);
 
 // Reads a dataset; see the header comment for formats, label rules and errors.
 Dataset read_table(const std::string& path, const TableOptions& options = {});
+
+// What read_table does once it has the file's bytes: `text` read as the contents of a file named `path` (whose
+// extension chooses the format when it is Auto, and which messages name). For tests and fuzzing without files.
+Dataset parse_table(const std::string& text, const std::string& path, const TableOptions& options = {});
 
 // The format for a path by its extension; throws ts::Error for an unknown extension.
 TableFormat format_from_extension(const std::string& path);

@@ -4,10 +4,12 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <deque>
 #include <map>
@@ -211,6 +213,7 @@ struct Client::Impl {
   TokenBucket request_bucket;
   TokenBucket token_bucket;
   Clock::time_point paused_until = Clock::now();
+  bool server_answered = false;  // any HTTP reply from base_url in this client's life, whatever its status
 
   ~Impl() {
     for (CURL* easy : idle_handles) curl_easy_cleanup(easy);
@@ -515,10 +518,29 @@ std::vector<ChatResult> Client::map(const std::vector<ChatRequest>& requests, co
   const auto on_done = [&](Job& job, CURLcode code, Clock::time_point now) -> bool {
     long status = 0;
     curl_easy_getinfo(job.easy, CURLINFO_RESPONSE_CODE, &status);
-    const std::string curl_detail = job.curl_error[0] ? std::string(job.curl_error.data()) : curl_easy_strerror(code);
+    long os_errno = 0;
+    curl_easy_getinfo(job.easy, CURLINFO_OS_ERRNO, &os_errno);
+    std::string curl_detail = job.curl_error[0] ? std::string(job.curl_error.data()) : curl_easy_strerror(code);
+    // curl says "Couldn't connect to server" whatever the cause; the system's reason tells a refused connection
+    // (nothing listens there: a wrong port, a stopped server) from an unreachable host.
+    if (code == CURLE_COULDNT_CONNECT && os_errno != 0) {
+      std::string reason = std::strerror(int(os_errno));
+      if (!reason.empty()) reason[0] = char(std::tolower(static_cast<unsigned char>(reason[0])));
+      curl_detail = reason + " (" + curl_detail + ")";
+    }
     release_transfer(job);
+    if (status != 0) impl.server_answered = true;
+    if (code == CURLE_UNSUPPORTED_PROTOCOL || code == CURLE_URL_MALFORMAT)
+      fail("LLM client: base_url {}: {}", settings_.base_url, redact(curl_detail));
     if (code != CURLE_OK || status == 0) {
       impl.token_bucket.give(double(job.estimated_tokens));
+      const bool unreachable =
+          code == CURLE_COULDNT_CONNECT || code == CURLE_COULDNT_RESOLVE_HOST || code == CURLE_COULDNT_RESOLVE_PROXY;
+      if (unreachable && !impl.server_answered &&
+          job.attempts >= std::min(settings_.max_attempts, std::max(1, settings_.unreachable_attempts)))
+        fail("LLM server {} cannot be reached: {}; {} attempt{}, and it has not answered any request (is it running, "
+             "and is base_url right?)",
+             url, redact(curl_detail), job.attempts, job.attempts == 1 ? "" : "s");
       std::string error = job.reply_too_large
                               ? fmt::format("reply larger than {} bytes", kMaxReplyBytes)
                               : code == CURLE_OPERATION_TIMEDOUT

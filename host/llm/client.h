@@ -15,7 +15,9 @@
 //   it is sent and corrected with the server's `usage` after.
 // - Retries on 408, 409, 429, 5xx, connection errors, timeouts and malformed bodies, with exponential backoff and
 //   jitter that honours `retry-after-ms` and `Retry-After` (seconds or an HTTP date). No retry on other 4xx: the item
-//   fails with the server's message. 401 and 403 stop the whole batch at once (Outcome::aborted for the rest).
+//   fails with the server's message. 401 and 403 stop the whole batch at once (Outcome::aborted for the rest). A
+//   server that has never answered and refuses connections (or does not resolve) stops it too, after
+//   unreachable_attempts: an exception naming the URL and the system's reason ("connection refused").
 // - With a cache_path, every success is committed to SQLite as it arrives, so a re-run (or a run after a crash)
 //   sends no request that already succeeded. Identical requests within one batch are sent once.
 // - The API key is read from the environment variable named by api_key_env and sent only in the Authorization
@@ -92,6 +94,10 @@ struct ClientSettings {
   double timeout_seconds = 60;         // whole request, per attempt
   double connect_timeout_seconds = 10;
   int max_attempts = 6;                // attempts per request, the first included
+  // Attempts per request while the server has never answered this client and refuses connections (or its name does
+  // not resolve): past them map() throws, naming base_url, so that a wrong URL or a stopped server fails in seconds
+  // instead of after every request's backoff. Once it has answered, such failures are retried as others.
+  int unreachable_attempts = 3;
   double backoff_initial_seconds = 1;  // delay after the first failure, doubled each time, with jitter
   double backoff_max_seconds = 60;
   double retry_after_max_seconds = 300;  // a server's Retry-After is honoured up to this
@@ -140,8 +146,9 @@ class Client {
   Client& operator=(const Client&) = delete;
 
   // Runs all requests concurrently; returns one result per request, in input order. Per-item failures are results,
-  // not exceptions. Throws ts::Error only for setup problems (missing API key variable, cache unusable) or when the
-  // progress callback throws (in-flight transfers are cancelled first; completed ones stay cached).
+  // not exceptions. Throws ts::Error only for setup problems (missing API key variable, cache unusable, a base_url
+  // curl cannot use, a server that cannot be reached and has never answered) or when the progress callback throws
+  // (in-flight transfers are cancelled first; completed ones stay cached).
   std::vector<ChatResult> map(const std::vector<ChatRequest>& requests, const MapOptions& options = {},
                               const ProgressCallback& progress = {});
   // One request (a batch of one).

@@ -1,6 +1,7 @@
 #include "sweep/report.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <set>
@@ -27,10 +28,15 @@ std::optional<double> as_number(const std::string& text) {
   return value;
 }
 
-// A string for a gnuplot script: single quotes, a quote doubled.
+// A string for a gnuplot script: single quotes, a quote doubled. gnuplot ends a command at a line break even inside
+// quotes, so a label holding one (a setting's value from a sweep file) would run the rest, `system(...)` included:
+// control characters become blanks.
 std::string gnuplot_string(const std::string& text) {
   std::string quoted = "'";
-  for (char c : text) quoted += c == '\'' ? std::string("''") : std::string(1, c);
+  for (char c : text) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+    quoted += c == '\'' ? std::string("''") : std::string(1, c);
+  }
   return quoted + "'";
 }
 
@@ -49,6 +55,15 @@ std::string series_label(const std::vector<std::string>& keys, const std::vector
     label += (label.empty() ? "" : " ") + part;
   }
   return label;
+}
+
+// The file name (without extension) of a metric's plot. Metric names come from the jobs' metrics.json, which a
+// recipe writes: a '/' in one must not place the plot's files outside plots/.
+std::string plot_stem(const std::string& metric) {
+  std::string stem = metric;
+  for (auto& c : stem)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-' && c != '.') c = '_';
+  return stem;
 }
 
 std::string without_newlines(std::string text) {
@@ -124,7 +139,7 @@ bool plot_metric(Plotter& plotter, const std::string& metric, const std::string&
   if (span <= 0) span = 1.0;
   const double nudge = series.size() > 1 ? 0.015 * span : 0.0;
 
-  const fs::path data_file = plotter.plots_dir / (metric + ".dat");
+  const fs::path data_file = plotter.plots_dir / (plot_stem(metric) + ".dat");
   const std::string quoted_data = gnuplot_string(data_file.string());
   std::string data;
   std::string plot;
@@ -153,12 +168,12 @@ bool plot_metric(Plotter& plotter, const std::string& metric, const std::string&
   }
   if (index == 0) return false;
   write_file_atomic(data_file, data);
-  std::string script = gnuplot_header(plotter.plots_dir / (metric + ".png"),
+  std::string script = gnuplot_header(plotter.plots_dir / (plot_stem(metric) + ".png"),
                                       fmt::format("{} against {} (mean ± std over seeds)", metric, x), x, metric);
   script += "set offsets graph 0.04, graph 0.04, graph 0.08, graph 0.08\n";
   if (!numeric_x) script += "set xtics rotate by -30\n";
   script += plot + "\n";
-  return plotter.draw(metric, script);
+  return plotter.draw(plot_stem(metric), script);
 }
 
 // Per-class F1 bars of each series at one grid point.
@@ -260,7 +275,7 @@ ReportFiles write_report(const fs::path& sweep_dir, const std::string& title, co
     for (const auto& metric : metrics) {
       if (plot_metric(plotter, metric, options.x, series_keys, groups))
         md += fmt::format("## {} against {}\n\n![{} against {}](plots/{}.png)\n\n", metric, options.x, metric,
-                          options.x, metric);
+                          options.x, plot_stem(metric));
     }
   }
 

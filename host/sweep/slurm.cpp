@@ -12,6 +12,28 @@ namespace ts::sweep {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
+namespace {
+
+// sbatch splits an #SBATCH line into words itself, without a shell: blanks separate words, '"' and '\'' quote,
+// '\\' escapes and '#' starts a comment. A value is therefore written in double quotes whenever it holds anything
+// but plain characters, and the characters that could end those quotes or escape them are refused outright, with
+// '$' and '`': no sbatch option needs them, and a value holding them reads as an attempt to reach a shell.
+std::string sbatch_value(const std::string& key, const std::string& text) {
+  if (text.empty()) fail("slurm.{}: an sbatch option value cannot be empty", key);
+  for (char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\' || c == '$' || c == '`' || byte < 0x20 || byte == 0x7f)
+      fail("slurm.{}: {} cannot be an sbatch option value: it holds {}", key, json(text).dump(),
+           byte < 0x20 || byte == 0x7f ? fmt::format("the control character 0x{:02x}", byte)
+                                       : fmt::format("'{}'", c));
+  }
+  static const char* plain = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./=,:+@%";
+  if (text.find_first_not_of(plain) == std::string::npos) return text;
+  return "\"" + text + "\"";
+}
+
+}  // namespace
+
 std::vector<std::string> sbatch_options(const json& slurm, int tasks, const std::string& job_name,
                                         const fs::path& log_dir) {
   std::string array = fmt::format("0-{}", tasks - 1);
@@ -38,16 +60,20 @@ std::vector<std::string> sbatch_options(const json& slurm, int tasks, const std:
       if (value.get<bool>()) lines.push_back("#SBATCH " + flag);
       continue;
     }
-    const std::string text = store::setting_text("slurm." + key, value);
-    if (text.find_first_of("\n\r") != std::string::npos || text.empty())
-      fail("slurm.{}: '{}' cannot be an sbatch option value", key, text);
-    // sbatch reads #SBATCH lines without a shell: a value with blanks stays one word only in double quotes.
-    lines.push_back("#SBATCH " + flag + "=" + (text.find(' ') != std::string::npos ? "\"" + text + "\"" : text));
+    lines.push_back("#SBATCH " + flag + "=" + sbatch_value(key, store::setting_text("slurm." + key, value)));
   }
   return lines;
 }
 
 namespace {
+
+// Comment lines of the script for `text`. A line break in a name or a --set value would otherwise end the comment
+// and make the rest a command; every line gets "# ", not "#", so that no line reads as an #SBATCH option either.
+std::string comment(const std::string& text) {
+  std::string lines = "# ";
+  for (char c : text) lines += c == '\n' ? std::string("\n# ") : std::string(1, c);
+  return lines + "\n";
+}
 
 constexpr const char* kTaskFunctions = R"bash(
 now() { date -u +%Y-%m-%dT%H:%M:%S.%3NZ; }
@@ -102,10 +128,12 @@ SlurmScript write_slurm_script(const fs::path& sweep_dir, const std::string& swe
   std::string script = "#!/bin/bash\n";
   for (const auto& line : sbatch_options(slurm, result.tasks, "twostage-" + sweep_name, slurm_dir))
     script += line + "\n";
-  script += fmt::format(
-      "#\n# Sweep '{}': {} jobs, one array task each, written by `twostage sweep --emit slurm` on {}.\n"
-      "# Submit:  sbatch {}\n# Then:    {}\n",
-      sweep_name, jobs.size(), store::utc_timestamp_now(), shell_quote(result.path.string()), collect_command);
+  script += "#\n";
+  script += comment(fmt::format("Sweep '{}': {} jobs, one array task each, written by `twostage sweep --emit slurm` "
+                                "on {}.",
+                                sweep_name, jobs.size(), store::utc_timestamp_now()));
+  script += comment("Submit:  sbatch " + shell_quote(result.path.string()));
+  script += comment("Then:    " + collect_command);
   script += "set -u\n";
   script += "cd " + shell_quote(fs::absolute(working_dir).string()) + " || exit 1\n";
   script += "TWOSTAGE=" + shell_quote(fs::absolute(executable).string()) + "\n";
@@ -119,6 +147,12 @@ SlurmScript write_slurm_script(const fs::path& sweep_dir, const std::string& swe
     std::string line = fmt::format("  {}) run_job {} {}", i, shell_quote(job.id), shell_quote(job.recipe_path.string()));
     for (const auto& [key, value] : job.settings.items())
       line += " --set " + shell_quote(key + "=" + store::setting_text(key, value));
+    // As job_arguments says it to a local job: the sweep file's values open no path or endpoint on a cluster either.
+    if (!job.sweep_file_settings.empty()) {
+      std::string keys;
+      for (const auto& key : job.sweep_file_settings) keys += (keys.empty() ? "" : ",") + key;
+      line += " --sweep-file-settings " + shell_quote(keys);
+    }
     script += line + " ;;\n";
     tasks[std::to_string(i)] = job.id;
   }

@@ -570,8 +570,9 @@ void Tokenizer::tokenize_into(std::string_view text, Workspace& work, std::vecto
   const size_t bad = find_invalid_utf8(text);
   if (bad != std::string_view::npos) {
     if (!options_.replace_invalid_utf8) {
-      fail("invalid UTF-8 at byte {} (0x{:02x}); fix the text or ask for replacement of invalid bytes", bad,
-           static_cast<unsigned char>(text[bad]));
+      fail("invalid UTF-8 at byte {} (0x{:02x}); the text must be UTF-8 (convert other encodings first, e.g. with "
+           "iconv)",
+           bad, static_cast<unsigned char>(text[bad]));
     }
     work.repaired = replace_invalid_utf8(text);
     text = work.repaired;

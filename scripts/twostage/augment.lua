@@ -216,8 +216,10 @@ end
 --     client = llm client (augmenter "llm"), prompt = ..., clean = true, refill_rounds = 3, seed = 42,
 --     filter = {model = DIR, confidence = 0.9, device = "cpu"}, org_ind = {the org_ind of each train row; default:
 --     its 0-based row}, out = PATH,
---     summary = PATH, progress = true}
--- Returns the written rows ({org_ind, text, label, class}) and the summary table.
+--     summary = PATH, progress = true, allow_short = false}
+-- Returns the written rows ({org_ind, text, label, class}) and the summary table. A class still short of its target
+-- after the refill rounds is an error naming it and its counts, unless allow_short: then the summary's `short` says
+-- how many each class misses. A round whose every request failed is an error with the first request's.
 function augment.run(options)
   local train = assert(options.train, "augment.run: train (a Dataset) is required")
   local started = ts.clock()
@@ -278,11 +280,14 @@ function augment.run(options)
     local results = generate(planned, texts)
 
     local fresh = {}
+    local failed, first_failure = 0, nil
     for i, request in ipairs(planned) do
       local result = results[i]
       local source = texts[request.row]
       if not result.ok then
         rejected.failed = rejected.failed + 1
+        failed = failed + 1
+        first_failure = first_failure or result.error
       else
         local text, reason
         if clean then
@@ -297,6 +302,12 @@ function augment.run(options)
           rejected[reason] = (rejected[reason] or 0) + 1
         end
       end
+    end
+    -- A round in which nothing came back (a wrong model name, a server that answers every request with an error)
+    -- would end in an empty or short file; more rounds would only ask again.
+    if failed == #planned then
+      error(("augment: all %d requests of round %d failed; the first: %s"):format(
+        failed, round, tostring(first_failure or "no error given")), 0)
     end
     if keep and #fresh > 0 then
       local fresh_texts, fresh_labels = {}, {}
@@ -319,7 +330,7 @@ function augment.run(options)
 
   -- Exactly `target` per class (fewer only if still short), chosen as pandas' sample(n=target, random_state=seed).
   local org_ind = options.org_ind
-  local written, per_class, missing = {}, {}, {}
+  local written, per_class, missing, short_classes = {}, {}, {}, {}
   for _, c in ipairs(fill) do
     local pool = accepted[c]
     local take = math.min(targets[c], #pool)
@@ -330,7 +341,11 @@ function augment.run(options)
     end
     per_class[class_names[c + 1]] = {rows = class_counts[c + 1], target = targets[c], requests = made[c],
                                      accepted = #pool, written = take}
-    if take < targets[c] then missing[class_names[c + 1]] = targets[c] - take end
+    if take < targets[c] then
+      missing[class_names[c + 1]] = targets[c] - take
+      short_classes[#short_classes + 1] = ("class '%s' has %d of its target %d rows"):format(class_names[c + 1], take,
+                                                                                            targets[c])
+    end
   end
 
   local summary = {
@@ -343,6 +358,7 @@ function augment.run(options)
     accepted = 0,
     rows_written = #written,
     short = next(missing) and missing or nil,
+    allow_short = options.allow_short == true,
     seconds = ts.clock() - started,
     clean = clean,
   }
@@ -356,16 +372,24 @@ function augment.run(options)
                              total = stats.total_tokens}}
   end
 
-  if options.out then
-    ts.write_file(options.out, augment.csv(written))
-    summary.out = options.out
-  end
   local reasons = {}
   for _, reason in ipairs(augment.reasons) do
     if rejected[reason] > 0 then reasons[#reasons + 1] = ("%s %d"):format(reason, rejected[reason]) end
   end
+  local rejections = #reasons > 0 and table.concat(reasons, ", ") or "none"
+  -- The promise is exactly `target` rows per class: a short class fails the run (its summary.json says why) unless
+  -- the caller accepts fewer.
+  if summary.short and not options.allow_short then
+    if options.summary then ts.write_file(options.summary, ts.json_encode(summary, 2)) end
+    error(("augment: after %d round(s), %s (rejected: %s); raise refill_rounds, or set allow_short=true to accept "
+           .. "fewer"):format(rounds, table.concat(short_classes, "; "), rejections), 0)
+  end
+  if options.out then
+    ts.write_file(options.out, augment.csv(written))
+    summary.out = options.out
+  end
   local message = ("%d rows written from %d requests in %d round(s); rejected: %s"):format(
-    #written, requests_total, rounds, #reasons > 0 and table.concat(reasons, ", ") or "none")
+    #written, requests_total, rounds, rejections)
   if summary.llm then
     message = message .. ("; %d HTTP requests, %d cache hits, %d retries, %d tokens"):format(
       summary.llm.requests_sent, summary.llm.cache_hits, summary.llm.retries, summary.llm.tokens.total)

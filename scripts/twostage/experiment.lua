@@ -106,10 +106,91 @@ function experiment.read(settings, path, classes)
   return native.read_table(path, read_options(settings, classes))
 end
 
+-- check_labels(dataset): a training file's labels decide the classes, so a stray one (a `7`, or a `positive`, in a
+-- file of 0s and 1s) would add a class that the model then learns and is scored on. Its labels must be the class
+-- ids 0..K-1, each with rows, or all class names; the first label that is neither is an error naming its file and
+-- line, as a test file's label outside the training classes is.
+function experiment.check_labels(data)
+  local classes, counts = data:classes(), data:class_counts()
+  local is_id, id_rows, name_rows = {}, 0, 0
+  for c, name in ipairs(classes) do
+    is_id[c] = name:match("^%d+$") ~= nil
+    if is_id[c] then id_rows = id_rows + counts[c] else name_rows = name_rows + counts[c] end
+  end
+  local stray, why
+  if id_rows > 0 and name_rows > 0 then
+    local ids = id_rows > name_rows
+    local usual = {}
+    for c, name in ipairs(classes) do
+      if is_id[c] == ids and #usual < 5 then usual[#usual + 1] = name end
+    end
+    stray = function(c) return is_id[c] ~= ids end
+    why = ("is %s, unlike the file's other labels (%s)"):format(ids and "not a class id" or "a class id",
+      table.concat(usual, ", "))
+  elseif name_rows == 0 then
+    for c = 1, #classes do
+      if counts[c] == 0 then
+        local last_empty = c
+        while counts[last_empty + 1] == 0 do last_empty = last_empty + 1 end
+        stray = function(k) return k > c end
+        why = c == 1 and "leaves class id 0 without a row (are the labels counted from 1?)"
+          or ("leaves class id%s %s without a row"):format(last_empty > c and "s" or "",
+            last_empty > c and ("%d..%d"):format(c - 1, last_empty - 1) or tostring(c - 1))
+        break
+      end
+    end
+  end
+  if not stray then return end
+  local labels, lines = data:labels(), data:source_rows()
+  for i, label in ipairs(labels) do
+    if stray(label + 1) then
+      error(("%s:%d: label \"%s\" %s; training labels are class ids 0..K-1, each with rows, or class names"):format(
+        data:source(), lines[i], classes[label + 1], why), 0)
+    end
+  end
+end
+
+-- check_settings(settings): values the protocol would otherwise ignore (ratio -1 keeps every row), or reject only
+-- after training (a max_length past the model's positions fails at the first long test row), are errors before
+-- anything runs, naming the setting.
+function experiment.check_settings(settings)
+  local function bad(name, value, expected)
+    error(("setting '%s': %s; expected %s"):format(name, value, expected), 0)
+  end
+  local ratio = settings.ratio
+  if not (ratio == 0 or (ratio > 0 and ratio <= 1)) then
+    bad("ratio", tostring(ratio), "a minority/majority rate in (0, 1], or 0 to keep train as it is")
+  end
+  if settings.imbalance ~= 0 and not (settings.imbalance >= 1) then
+    bad("imbalance", tostring(settings.imbalance), "a factor n_max/n_min of at least 1, or 0 for none")
+  end
+  if settings.train_rows < 0 then bad("train_rows", tostring(settings.train_rows), "a row count, or 0 for all") end
+  local fraction = settings.validation_fraction
+  if not (fraction >= 0 and fraction < 1) then
+    bad("validation_fraction", tostring(fraction), "a share in [0, 1), 0 for no validation split")
+  end
+  if #settings.seeds == 0 then bad("seeds", "no seeds given", "one training seed or more, e.g. --set seeds=7,42") end
+  if settings.max_length < 2 then
+    bad("max_length", tostring(settings.max_length), "at least 2 tokens ([CLS] and [SEP] count)")
+  end
+  -- A folder without a readable config.json is reported by the model's loading, with its own message.
+  local ok, config = pcall(function()
+    return native.json_decode(native.read_file(settings.model .. "/config.json"))
+  end)
+  local positions = ok and type(config) == "table" and tonumber(config.max_position_embeddings)
+  if positions and settings.max_length > positions then
+    bad("max_length", ("%d is more than the model's max_position_embeddings, %d (%s/config.json)"):format(
+      settings.max_length, positions, settings.model), ("at most %d tokens per row"):format(positions))
+  end
+end
+
 -- data(settings) -> {train, validation, test, classes, counts}: the imbalanced training set as the reference makes
--- it, an optional stratified validation split, and the test set with the training set's classes.
+-- it, an optional stratified validation split, and the test set with the training set's classes. The settings are
+-- checked first: every recipe of the protocol reads its data before it trains.
 function experiment.data(settings)
+  experiment.check_settings(settings)
   local full = experiment.read(settings, settings.train)
+  experiment.check_labels(full)
   local classes = full:classes()
   local protocol = "full"
   if settings.train_rows > 0 and settings.train_rows < #full then

@@ -69,6 +69,10 @@ class FakeServer {
     thread_.join();
   }
 
+  // How long an idle keep-alive connection stays open (30 s by default). stop() waits for open ones to time out,
+  // so a test that stops a server its client has talked to shortens it first.
+  void set_keep_alive_seconds(time_t seconds) { server_.set_keep_alive_timeout(seconds); }
+
   int port() const { return port_; }
   std::string base_url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/v1"; }
 

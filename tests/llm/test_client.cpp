@@ -1,7 +1,10 @@
 // The chat-completions client against an in-process fake server on 127.0.0.1: faults, aborts, retries, the cache,
 // a SIGKILLed run, and the API key staying out of every file and message.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -9,6 +12,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -583,4 +587,63 @@ TEST_CASE("Setup errors name what to fix", "[llm][client]") {
   Client keyless(open);
   CHECK(keyless.complete(ChatRequest::user("open")).ok());
   CHECK(server.authorizations().back().empty());
+}
+
+namespace {
+
+// A port on 127.0.0.1 that nothing listens on: bound, then closed.
+int closed_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+  socklen_t length = sizeof address;
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+}  // namespace
+
+TEST_CASE("A server that refuses connections and never answered stops the batch in seconds, naming the URL",
+          "[llm][client][unreachable]") {
+  ClientSettings settings;  // the default backoff and attempts
+  settings.base_url = "http://127.0.0.1:" + std::to_string(closed_port()) + "/v1";
+  settings.api_key_env.clear();
+  Client client(settings);
+  const auto start = std::chrono::steady_clock::now();
+  CHECK_THROWS_WITH(client.map(prompts("nobody listens", 50)),
+                    Catch::StartsWith("LLM server " + settings.base_url + "/chat/completions cannot be reached: "
+                                                                          "connection refused (") &&
+                        Catch::Contains("3 attempts, and it has not answered any request"));
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  CHECK(seconds < 10);  // backoff of about 0.5-1 s, then 1-2 s; not every request's six attempts
+  CHECK(client.stats().requests_sent >= 3);
+  CHECK(client.stats().requests_sent <= 3 * 50);
+
+  // A URL curl cannot use stops it at the first attempt.
+  ClientSettings scheme = settings;
+  scheme.base_url = "htp://127.0.0.1/v1";
+  CHECK_THROWS_WITH(Client(scheme).complete(ChatRequest::user("x")), Catch::StartsWith("LLM client: base_url htp://"));
+}
+
+TEST_CASE("A server that answered before and then refuses connections is retried as before",
+          "[llm][client][unreachable]") {
+  auto server = std::make_unique<FakeServer>(kKey);
+  server->set_keep_alive_seconds(1);
+  Client client(settings_for(*server));
+  REQUIRE(client.complete(ChatRequest::user("while it runs")).ok());
+  server->stop();
+  server.reset();
+  const auto results = client.map(prompts("after it stopped", 3));
+  for (const auto& result : results) {
+    INFO(result.error);
+    CHECK_FALSE(result.ok());
+    CHECK(result.attempts == 5);  // settings_for's max_attempts, not unreachable_attempts
+    CHECK_THAT(result.error, Catch::StartsWith("gave up after 5 attempts; last error: connection error: "));
+  }
+  CHECK_THAT(results.back().error, Catch::Contains("connection refused"));
 }

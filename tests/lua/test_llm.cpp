@@ -2,8 +2,11 @@
 // augmenters and the cleaner, and recipes/augment_llm.lua end to end as a user runs it (the twostage executable,
 // forked and exec'd): faults, 401, kill -9 and resume, the API key kept out of every file, EDA, masked LM and the
 // classifier filter.
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -524,6 +527,91 @@ TEST_CASE("augment_llm.lua stops at once on 401 with a clear message and no key 
   check_no_file_contains(out, {}, kKey);
 }
 
+TEST_CASE("augment_llm.lua against a server that is not listening fails in seconds, saying connection refused",
+          "[lua][llm][recipe][unreachable]") {
+  TempDir dir("unreachable");
+  // A port nothing listens on: bound, then closed.
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+  socklen_t length = sizeof address;
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+  ::close(fd);
+  const std::string base_url = "http://127.0.0.1:" + std::to_string(ntohs(address.sin_port)) + "/v1";
+  const fs::path out = dir.path / "run";
+  const auto run = run_twostage({"run", "recipes/augment_llm.lua", "--out", out.string(), "--set",
+                                 "base_url=" + base_url, "--set", "api_key_env=", "--set", "limit=10"},
+                                dir.path / "output.txt");
+  INFO(run.output);
+  CHECK(run.status != 0);
+  CHECK(run.seconds < 20);
+  CHECK_THAT(run.output, Catch::Contains("LLM server " + base_url + "/chat/completions cannot be reached: "
+                                         "connection refused"));
+  CHECK_FALSE(fs::exists(out / "aug.csv"));
+}
+
+TEST_CASE("augment_llm.lua whose every request fails stops with the first error, not an empty aug.csv",
+          "[lua][llm][recipe]") {
+  TempDir dir("all_failed");
+  FakeServer server(kKey);
+  server.policy = [](const std::string&, int) { return Fault::bad_request; };
+  ::setenv(kKeyVariable, kKey, 1);
+  const fs::path out = dir.path / "run";
+  const auto run = run_twostage(recipe_args(server, out, {"limit=10"}), dir.path / "output.txt");
+  INFO(run.output);
+  CHECK(run.status != 0);
+  CHECK_THAT(run.output, Catch::Contains("augment: all ") && Catch::Contains(" requests of round 0 failed; the first: "
+                                                                             "HTTP 400 from " + server.base_url()));
+  CHECK_FALSE(fs::exists(out / "aug.csv"));
+}
+
+TEST_CASE("augment_llm.lua fails when rejections leave a class short of target, unless allow_short=true",
+          "[lua][llm][recipe][short]") {
+  TempDir dir("short");
+  FakeServer server(kKey);
+  // Class 0's sources come back unchanged (rejected as same_as_source, every pass); class 1's are paraphrased.
+  server.answer = [](const std::string& prompt, int, int) {
+    const std::string text = trim(text_of(prompt));
+    return text.rfind("dull", 0) == 0 ? text : "in other words, " + text;
+  };
+  ::setenv(kKeyVariable, kKey, 1);
+  const fs::path train = dir.path / "train.tsv";
+  {
+    std::ofstream tsv(train);
+    tsv << "sentence\tlabel\n";
+    for (int i = 0; i < 6; ++i) tsv << "dull film number " << i << "\t0\nbright film number " << i << "\t1\n";
+  }
+  const std::vector<std::string> settings = {"train=" + train.string(), "ratio=1", "target=4", "refill_rounds=1"};
+  const fs::path out = dir.path / "strict";
+  const auto strict = run_twostage(recipe_args(server, out, settings), dir.path / "output.txt");
+  INFO(strict.output);
+  CHECK(strict.status != 0);
+  CHECK_THAT(strict.output, Catch::Contains("augment: after 2 round(s), class '0' has 0 of its target 4 rows "
+                                            "(rejected: same_as_source ") &&
+                                Catch::Contains("set allow_short=true to accept fewer"));
+  CHECK_FALSE(fs::exists(out / "aug.csv"));
+  const auto strict_summary = nlohmann::json::parse(read_text(out / "summary.json"));
+  CHECK(strict_summary["short"]["0"] == 4);
+  CHECK(strict_summary["allow_short"] == false);
+
+  auto lenient_settings = settings;
+  lenient_settings.push_back("allow_short=true");
+  const fs::path lenient_out = dir.path / "lenient";
+  const auto lenient = run_twostage(recipe_args(server, lenient_out, lenient_settings), dir.path / "output2.txt");
+  INFO(lenient.output);
+  REQUIRE(lenient.status == 0);
+  const auto summary = nlohmann::json::parse(read_text(lenient_out / "summary.json"));
+  INFO(summary.dump(2));
+  CHECK(summary["short"] == nlohmann::json{{"0", 4}});
+  CHECK(summary["allow_short"] == true);
+  const auto rows = read_aug(lenient_out / "aug.csv");
+  CHECK(rows.size() == 4);
+  for (const auto& row : rows) CHECK(row.label == "1");
+}
+
 TEST_CASE("augment_llm.lua killed with SIGKILL midway repeats no completed request when run again",
           "[lua][llm][recipe][kill]") {
   TempDir dir("kill");
@@ -641,7 +729,7 @@ TEST_CASE("augment_llm.lua offline with a masked LM, and a classifier filter tha
 
   const auto filtered = run_twostage(
       {"run", "recipes/augment_llm.lua", "--out", (dir.path / "filtered").string(), "--set", "augmenter=eda", "--set",
-       "limit=30", "--set", "target=10", "--set", "refill_rounds=0", "--set",
+       "limit=30", "--set", "target=10", "--set", "refill_rounds=0", "--set", "allow_short=true", "--set",
        "filter_model=" + (dir.path / "sure_of_one").string()},
       dir.path / "output_filtered.txt");
   INFO(filtered.output);
@@ -653,5 +741,6 @@ TEST_CASE("augment_llm.lua offline with a masked LM, and a classifier filter tha
   CHECK(summary["classes"]["1"]["accepted"].get<int>() > 0);  // class 1's agree with the classifier and stay
   CHECK(summary["classes"]["0"]["written"] == 0);
   CHECK(summary["short"]["0"] == 10);
+  CHECK(summary["allow_short"] == true);
   for (const auto& row : read_aug(dir.path / "filtered" / "aug.csv")) CHECK(row.label == "1");
 }

@@ -183,6 +183,29 @@ TEST_CASE("labels outside the class list, negative ids", "[table][errors]") {
   CHECK_THAT(error_of(ids, fixed), Contains(ids + ":3:3:") && Contains("\"2\""));
   const auto negative = dir.write("neg.tsv", "text\tlabel\na\t-1\n");
   CHECK_THAT(error_of(negative), Contains(negative + ":2:3:") && Contains("negative class id"));
+  // An id column taken for the labels would make a class of every id up to the largest: refused, not allocated.
+  const auto huge = dir.write("huge.tsv", "text\tlabel\na\t1\nb\t99999999999999999\n");
+  CHECK_THAT(error_of(huge), Contains(huge + ":3:3: label \"99999999999999999\" is a class id of 100000 or more"));
+}
+
+TEST_CASE("a JSON number beyond a double's range is an error naming the line", "[table][errors]") {
+  // Found by tests/fuzz/fuzz_tables: the JSON library's out_of_range escaped as an exception without a file.
+  TempDir dir;
+  const auto path = dir.write("big.jsonl", "{\"text\": \"x\", \"label\": 0}\n{\"text\": \"y\", \"label\": 1e400}\n");
+  CHECK_THAT(error_of(path), Contains(path + ":2:1: bad JSON: ") && Contains("number overflow"));
+}
+
+TEST_CASE("parse_table reads text as read_table reads the file of that name", "[table]") {
+  TempDir dir;
+  const std::string csv = "text,label\n\"a, b\",pos\nc,neg\n";
+  const Dataset from_file = read_table(dir.write("same.csv", csv));
+  const Dataset from_text = ts::data::parse_table(csv, (dir.path / "same.csv").string());
+  CHECK(from_text.texts == from_file.texts);
+  CHECK(from_text.labels == from_file.labels);
+  CHECK(from_text.class_names == from_file.class_names);
+  CHECK(from_text.row_numbers == from_file.row_numbers);
+  CHECK(from_text.source == from_file.source);
+  CHECK_THROWS_WITH(ts::data::parse_table("text\tlabel\na\tb\n", "in-memory.xlsx"), Contains("in-memory.xlsx"));
 }
 
 TEST_CASE("invalid UTF-8 names the file and line", "[table][errors]") {
