@@ -9,8 +9,9 @@
 -- The full protocol:
 --   twostage sweep recipes/main_comparison.lua --set train_rows=0 --jobs 2
 return {
-  description = "the paper's comparison, reduced protocol: SST-2, a stratified subsample of 12,000 training rows "
-    .. "(seed 42), imbalance rate 0.2, all-MiniLM-L6-v2, seeds 7 42 106; GLUE dev is the test set",
+  description = "the paper's comparison: SST-2 at imbalance rate 0.2, all-MiniLM-L6-v2, seeds 7 42 106, GLUE dev "
+    .. "as the test set; the reduced protocol (a stratified subsample of 12,000 training rows, seed 42) unless "
+    .. "--set train_rows=0 (all 67,349: the full protocol)",
   methods = { "vanilla", "two_stage_reweight", "two_stage_augment" },
   grid = { seeds = { 7, 42, 106 } },
   settings = { train_rows = 12000, ratio = 0.2, lr_stage1 = 3e-4, lr_stage2 = 1e-4, bucket = true },
