@@ -183,11 +183,6 @@ void wrap_field(lua_State* L, int table, const char* field, lua_CFunction guard)
   lua_setfield(L, table, field);
 }
 
-template <lua_CFunction Body>
-int guarded_closure(lua_State* L) {
-  return convert_exceptions(L, Body);
-}
-
 // LuaJIT registers its `jit.*` modules in package.preload and package.loaded: jit.util hands out raw prototypes
 // and native addresses, jit.attach hooks the compiler. Only the version and status remain.
 void reduce_jit(lua_State* L, int package) {
@@ -224,10 +219,10 @@ void sandbox(lua_State* L) {
   lua_getglobal(L, "io");
   const int io = lua_gettop(L);
   refuse_field(L, "io.popen", "popen", kNoPrograms);
-  wrap_field(L, io, "open", guarded_closure<checked_open>);
-  wrap_field(L, io, "lines", guarded_closure<checked_read_path>);
-  wrap_field(L, io, "input", guarded_closure<checked_read_path>);
-  wrap_field(L, io, "output", guarded_closure<checked_write_path>);
+  wrap_field(L, io, "open", guarded<checked_open>);
+  wrap_field(L, io, "lines", guarded<checked_read_path>);
+  wrap_field(L, io, "input", guarded<checked_read_path>);
+  wrap_field(L, io, "output", guarded<checked_write_path>);
   lua_pop(L, 1);
 
   lua_getglobal(L, "os");
@@ -235,8 +230,8 @@ void sandbox(lua_State* L) {
   refuse_field(L, "os.execute", "execute", kNoPrograms);
   refuse_field(L, "os.getenv", "getenv", kNoEnvironment);
   refuse_field(L, "os.tmpname", "tmpname", "a recipe writes only under its run folder");
-  wrap_field(L, os, "remove", guarded_closure<checked_remove>);
-  wrap_field(L, os, "rename", guarded_closure<checked_rename>);
+  wrap_field(L, os, "remove", guarded<checked_remove>);
+  wrap_field(L, os, "rename", guarded<checked_rename>);
   lua_pop(L, 1);
 
   lua_pushvalue(L, LUA_GLOBALSINDEX);
@@ -247,9 +242,9 @@ void sandbox(lua_State* L) {
   lua_pushcclosure(L, text_load, 1);
   lua_setfield(L, globals, "loadstring");
   lua_pop(L, 1);
-  lua_pushcfunction(L, guarded_closure<text_loadfile>);
+  lua_pushcfunction(L, guarded<text_loadfile>);
   lua_setfield(L, globals, "loadfile");
-  lua_pushcfunction(L, guarded_closure<text_dofile>);
+  lua_pushcfunction(L, guarded<text_dofile>);
   lua_setfield(L, globals, "dofile");
   refuse_field(L, "setfenv", "setfenv", kNoEnvironments);
   refuse_field(L, "getfenv", "getfenv", kNoEnvironments);
@@ -262,7 +257,7 @@ void sandbox(lua_State* L) {
   lua_setfield(L, package, "cpath");
   lua_getfield(L, package, "loaders");
   lua_pushvalue(L, package);
-  lua_pushcclosure(L, guarded_closure<search_lua_module>, 1);
+  lua_pushcclosure(L, guarded<search_lua_module>, 1);
   lua_rawseti(L, -2, 2);
   lua_pushcfunction(L, no_c_modules);
   lua_rawseti(L, -2, 3);
