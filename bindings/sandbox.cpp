@@ -6,6 +6,7 @@
 // to traceback, so no upvalue, registry or metatable of the host can be dug out again.
 #include <cstdio>
 #include <cstring>
+#include <initializer_list>
 #include <string>
 
 #include "core/fs.h"
@@ -183,6 +184,23 @@ void wrap_field(lua_State* L, int table, const char* field, lua_CFunction guard)
   lua_setfield(L, table, field);
 }
 
+// Replaces the global library `name` (and package.loaded[name]) by a table of only its `kept` fields.
+void keep_only(lua_State* L, int package, const char* name, std::initializer_list<const char*> kept) {
+  lua_getglobal(L, name);
+  lua_newtable(L);
+  for (const char* field : kept) {
+    lua_getfield(L, -2, field);
+    lua_setfield(L, -2, field);
+  }
+  lua_remove(L, -2);
+  lua_pushvalue(L, -1);
+  lua_setglobal(L, name);
+  lua_getfield(L, package, "loaded");
+  lua_insert(L, -2);
+  lua_setfield(L, -2, name);
+  lua_pop(L, 1);
+}
+
 // LuaJIT registers its `jit.*` modules in package.preload and package.loaded: jit.util hands out raw prototypes
 // and native addresses, jit.attach hooks the compiler. Only the version and status remain.
 void reduce_jit(lua_State* L, int package) {
@@ -194,19 +212,7 @@ void reduce_jit(lua_State* L, int package) {
     }
     lua_pop(L, 1);
   }
-  lua_getglobal(L, "jit");
-  lua_newtable(L);
-  for (const char* kept : {"version", "version_num", "status", "os", "arch"}) {
-    lua_getfield(L, -2, kept);
-    lua_setfield(L, -2, kept);
-  }
-  lua_remove(L, -2);
-  lua_pushvalue(L, -1);
-  lua_setglobal(L, "jit");
-  lua_getfield(L, package, "loaded");
-  lua_insert(L, -2);
-  lua_setfield(L, -2, "jit");
-  lua_pop(L, 1);
+  keep_only(L, package, "jit", {"version", "version_num", "status", "os", "arch"});
 }
 
 constexpr const char* kNoPrograms = "a recipe may not run programs";
@@ -273,16 +279,7 @@ void sandbox(lua_State* L) {
   lua_pop(L, 1);
   reduce_jit(L, package);
 
-  lua_getglobal(L, "debug");
-  lua_newtable(L);
-  lua_getfield(L, -2, "traceback");
-  lua_setfield(L, -2, "traceback");
-  lua_pushvalue(L, -1);
-  lua_setglobal(L, "debug");
-  lua_getfield(L, package, "loaded");
-  lua_insert(L, -2);
-  lua_setfield(L, -2, "debug");
-  lua_pop(L, 2);
+  keep_only(L, package, "debug", {"traceback"});
   lua_pop(L, 1);  // package
 }
 

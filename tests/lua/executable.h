@@ -14,9 +14,9 @@ struct Result {
   std::string output;  // stdout and stderr together
 };
 
-inline Result run_twostage(const std::string& arguments) {
-  const std::string command = std::string(TWOSTAGE_BINARY_DIR) + "/twostage " + arguments + " 2>&1";
-  FILE* pipe = ::popen(command.c_str(), "r");
+// Runs a shell command, capturing what it prints on stdout and stderr.
+inline Result run_command(const std::string& command) {
+  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
   REQUIRE(pipe != nullptr);
   std::string output;
   char buffer[4096];
@@ -24,6 +24,10 @@ inline Result run_twostage(const std::string& arguments) {
   while ((read = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, read);
   const int status = ::pclose(pipe);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+inline Result run_twostage(const std::string& arguments) {
+  return run_command(std::string(TWOSTAGE_BINARY_DIR) + "/twostage " + arguments);
 }
 
 }  // namespace ts::testing

@@ -15,6 +15,7 @@
 #include "sweep/plan.h"
 #include "sweep/report.h"
 #include "sweep/slurm.h"
+#include "lua/executable.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -41,21 +42,7 @@ fs::path fresh_folder(const std::string& name) {
   return folder;
 }
 
-struct Result {
-  int status;
-  std::string output;
-};
-
-Result run_command(const std::string& command) {
-  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  std::string output;
-  char buffer[4096];
-  size_t read = 0;
-  while ((read = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, read);
-  const int status = ::pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
-}
+using ts::testing::run_command;
 
 std::string sbatch_lines(const json& slurm) {
   std::string text;

@@ -18,6 +18,7 @@
 #include "core/fs.h"
 #include "store/results_store.h"
 #include "sweep/process.h"
+#include "lua/executable.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -28,22 +29,9 @@ namespace {
 const std::string kSweep = "tests/fixtures/sweep/small_sweep.lua";
 const std::string kTwostage = std::string(TWOSTAGE_BINARY_DIR) + "/twostage";
 
-struct Result {
-  int status;
-  std::string output;
-};
+using ts::testing::Result;
 
-Result run(const std::string& arguments) {
-  const std::string command = kTwostage + " " + arguments + " 2>&1";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  std::string output;
-  char buffer[4096];
-  size_t read = 0;
-  while ((read = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, read);
-  const int status = ::pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
-}
+Result run(const std::string& arguments) { return ts::testing::run_twostage(arguments); }
 
 // Every test's folders, removed when the test process ends.
 const fs::path kScratch = fs::temp_directory_path() / ("twostage-sweep-" + std::to_string(::getpid()));
