@@ -17,6 +17,7 @@ packages=(
 )
 [ "$mode" = test ] && packages+=(clang libclang-rt-14-dev)   # libFuzzer and the sanitizers
 [ "$mode" = test ] && packages+=(slurm-wlm munge)            # tests/slurm: a one-node Slurm runs a sweep's job array
+[ "$mode" = test ] && packages+=(python3-torch python3-pandas python3-venv)  # tests/parity: live transformers
 
 missing=()
 for package in "${packages[@]}"; do
@@ -37,6 +38,7 @@ fi
 cmake --build build -j "$jobs"
 
 if [ "$mode" = test ]; then
+  tests/parity/install.sh   # .cache/python: the pinned transformers on Debian's torch
   ctest --test-dir build --output-on-failure -j "$jobs"
   # The fuzzers need clang's libFuzzer; they build only the torch-free libraries they test.
   if [ ! -f build-fuzz/build.ninja ]; then

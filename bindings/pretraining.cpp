@@ -101,6 +101,26 @@ int method_loss(lua_State* L) {
   return 5;
 }
 
+// forward(batch) -> logits [B, T, vocab], last_hidden_state [B, T, H]; batch = {input_ids, attention_mask,
+// token_type_ids} as tokenizer:batch gives it (the last two optional), moved to the model's device.
+int method_forward(lua_State* L) {
+  auto& model = self(L).module;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  const auto device = model->parameters().front().device();
+  auto field = [&](const char* name, bool required) {
+    lua_getfield(L, 2, name);
+    if (lua_isnil(L, -1) && required) fail("forward: the batch has no {}", name);
+    at::Tensor tensor = lua_isnil(L, -1) ? at::Tensor() : check_tensor(L, -1).to(device);
+    lua_pop(L, 1);
+    return tensor;
+  };
+  const auto outputs = model->forward(field("input_ids", true), field("attention_mask", false),
+                                      field("token_type_ids", false));
+  push_tensor(L, outputs.logits);
+  push_tensor(L, outputs.last_hidden_state);
+  return 2;
+}
+
 train::DetectionHead check_detection_head(lua_State* L, int index) {
   return train::DetectionHead(std::dynamic_pointer_cast<train::DetectionHeadImpl>(
       check<DetectionHeadHandle>(L, index, kDetectionHeadType).module));
@@ -310,7 +330,8 @@ int masker_range(lua_State* L) {
 }
 
 void open(lua_State* L) {
-  static const luaL_Reg model_methods[] = {{"train", guarded<module_train>},
+  static const luaL_Reg model_methods[] = {{"forward", guarded<method_forward>},
+                                           {"train", guarded<module_train>},
                                            {"eval", guarded<module_eval>},
                                            {"num_parameters", guarded<method_num_parameters>},
                                            {"parameters", guarded<module_parameters>},

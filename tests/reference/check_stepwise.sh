@@ -4,11 +4,11 @@
 # issue asked 1e-4, but torch's AdamW arithmetic already differs from transformers' by 6e-5 within 10 steps here, so
 # 1e-4 could not tell the two optimisers apart.
 #   tests/reference/check_stepwise.sh [PYTHON] [STEPS] [OPTIMIZER]
-# PYTHON must import transformers (4.39 was used) and torch; run from the repository root after ./setup.sh.
+# PYTHON (default .cache/python, which ./setup.sh test makes) must import transformers and torch; run from a built checkout.
 # OPTIMIZER is twostage's side (adamw_hf); `adamw`, torch's arithmetic, must make the check fail.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-python=${1:-python3}
+python=${1:-.cache/python/bin/python}
 steps=${2:-30}
 optimizer=${3:-adamw_hf}
 work=$(mktemp -d)
