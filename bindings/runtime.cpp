@@ -17,14 +17,6 @@ namespace ts::lua {
 
 // ---- errors -----------------------------------------------------------------------------------------------------
 
-void raise(lua_State* L, const std::string& message) {
-  luaL_where(L, 1);
-  lua_pushlstring(L, message.data(), message.size());
-  lua_concat(L, 2);
-  lua_error(L);
-  std::abort();  // lua_error does not return
-}
-
 int convert_exceptions(lua_State* L, int (*body)(lua_State*)) {
   // The message is copied out of the exception and the handler left before the Lua error is raised.
   std::string message;
@@ -44,48 +36,6 @@ int convert_exceptions(lua_State* L, int (*body)(lua_State*)) {
 }
 
 // ---- userdata ---------------------------------------------------------------------------------------------------
-
-namespace {
-const char kIdentityTable = 0;  // its address is the registry key
-}
-
-bool push_existing(lua_State* L, const void* key) {
-  lua_pushlightuserdata(L, const_cast<char*>(&kIdentityTable));
-  lua_rawget(L, LUA_REGISTRYINDEX);
-  if (lua_isnil(L, -1)) {
-    lua_pop(L, 1);
-    return false;
-  }
-  lua_pushlightuserdata(L, const_cast<void*>(key));
-  lua_rawget(L, -2);
-  lua_remove(L, -2);
-  if (lua_isnil(L, -1)) {
-    lua_pop(L, 1);
-    return false;
-  }
-  return true;
-}
-
-void remember(lua_State* L, const void* key) {
-  const int value = lua_gettop(L);
-  lua_pushlightuserdata(L, const_cast<char*>(&kIdentityTable));
-  lua_rawget(L, LUA_REGISTRYINDEX);
-  if (lua_isnil(L, -1)) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_newtable(L);
-    lua_pushliteral(L, "v");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-    lua_pushlightuserdata(L, const_cast<char*>(&kIdentityTable));
-    lua_pushvalue(L, -2);
-    lua_rawset(L, LUA_REGISTRYINDEX);
-  }
-  lua_pushlightuserdata(L, const_cast<void*>(key));
-  lua_pushvalue(L, value);
-  lua_rawset(L, -3);
-  lua_pop(L, 1);
-}
 
 void set_functions(lua_State* L, const luaL_Reg* functions) {
   for (const luaL_Reg* entry = functions; entry->name; ++entry) {

@@ -18,10 +18,6 @@
 namespace ts::lua {
 
 // ---- errors -----------------------------------------------------------------------------------------------------
-// Raises a Lua error "where: message" from C++. Never call it inside a catch block: LuaJIT unwinds with its own
-// exception, which must not meet an active C++ handler.
-[[noreturn]] void raise(lua_State* L, const std::string& message);
-
 // Runs `body` and turns any std::exception (c10::Error included) into a Lua error carrying its message, raised
 // after the catch block has been left (Love2D's rule). Every bound function goes through this.
 int convert_exceptions(lua_State* L, int (*body)(lua_State*));
@@ -37,6 +33,9 @@ int guarded(lua_State* L) {
 void protect_metatable(lua_State* L, const char* type_name);
 
 // A userdata owns one C++ value; its metatable is named `type_name`, and __gc runs the value's destructor.
+// There is no identity table (DESIGN.md's Love2D lesson): every host object reaches Lua once, when it is made, and
+// the only values handed out again are tensors (parameters, gradients), whose handles share storage and whose `==`
+// compares values, so a second userdata for one native object never shows.
 template <typename T, typename... Args>
 T& push_new(lua_State* L, const char* type_name, Args&&... args) {
   void* memory = lua_newuserdata(L, sizeof(T));
@@ -78,12 +77,6 @@ T* test(lua_State* L, int index, const char* type_name) {
   lua_pop(L, 2);
   return same ? static_cast<T*>(memory) : nullptr;
 }
-
-// Pushes the userdata that already stands for `key` (a native object's address) if Lua still holds one, so that the
-// same native object always has the same Lua identity; returns false (pushing nothing) otherwise. remember() records
-// the userdata on top of the stack. The table is weak-valued: it never keeps an object alive.
-bool push_existing(lua_State* L, const void* key);
-void remember(lua_State* L, const void* key);
 
 // Sets each function of `functions` (ending with {nullptr, nullptr}) as a field of the table on top of the stack.
 void set_functions(lua_State* L, const luaL_Reg* functions);
