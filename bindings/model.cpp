@@ -5,6 +5,7 @@
 #include "json.h"
 #include "model/checkpoint.h"
 #include "runtime.h"
+#include "runtime/environment.h"
 #include "tensor.h"
 #include "train/optim.h"
 
@@ -91,7 +92,7 @@ LoadOptions load_options(lua_State* L, int index) {
       fail("head '{}': expected \"paper\" (Linear-ReLU-Linear on the pooler) or \"hf\" (one Linear)", *head);
   }
   if (auto hidden = opt_number_field(L, index, "head_hidden")) options.head_hidden_size = static_cast<int64_t>(*hidden);
-  if (auto device = opt_string_field(L, index, "device")) options.device = torch::Device(*device);
+  if (auto device = opt_string_field(L, index, "device")) options.device = torch::Device(runtime::check_device(*device));
   if (auto ignore = opt_bool_field(L, index, "ignore_mismatched_sizes")) options.ignore_mismatched_sizes = *ignore;
   return options;
 }
@@ -229,7 +230,7 @@ int method_restore(lua_State* L) {
 }
 
 int method_to(lua_State* L) {
-  self(L).module->to(torch::Device(check_string(L, 2)));
+  self(L).module->to(torch::Device(runtime::check_device(check_string(L, 2))));
   lua_settop(L, 1);
   return 1;
 }

@@ -6,6 +6,7 @@
 #include "model.h"
 #include "model/checkpoint.h"
 #include "runtime.h"
+#include "runtime/environment.h"
 #include "tensor.h"
 #include "text/tokenizer.h"
 #include "train/mlm.h"
@@ -22,7 +23,7 @@ MaskedLM& self(lua_State* L) { return check<MaskedLM>(L, 1, kMaskedLMType); }
 // masked_lm(folder | config table[, {device = "cpu"}]) -> model
 int masked_lm_new(lua_State* L) {
   LoadOptions options;
-  if (auto device = opt_string_field(L, 2, "device")) options.device = torch::Device(*device);
+  if (auto device = opt_string_field(L, 2, "device")) options.device = torch::Device(runtime::check_device(*device));
   if (lua_istable(L, 1)) {
     auto config = BertConfig::from_json(to_json(L, 1), "masked_lm");
     config.validate("masked_lm");

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "runtime.h"
+#include "runtime/environment.h"
 
 namespace ts::lua {
 
@@ -290,7 +291,7 @@ int method_to(lua_State* L) {
   auto& tensor = self(L);
   const std::string target = check_string(L, 2);
   if (target == "cpu" || target.rfind("cuda", 0) == 0)
-    push_tensor(L, tensor.to(torch::Device(target)));
+    push_tensor(L, tensor.to(torch::Device(runtime::check_device(target))));
   else
     push_tensor(L, tensor.to(parse_dtype(target)));
   return 1;

@@ -130,21 +130,27 @@ std::string torch_version() {
   return fmt::format("{}.{}.{}", TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR, TORCH_VERSION_PATCH);
 }
 
+std::string cuda_report() {
+  if (!TWOSTAGE_TORCH_HAS_CUDA) return "CPU only: no CUDA compiled in";
+  if (!torch::cuda::is_available()) return "CUDA compiled in; no GPU visible";
+  return fmt::format("CUDA compiled in; {} GPU(s) visible", torch::cuda::device_count());
+}
+
 std::string version_report(const std::string& luajit_version) {
-  return fmt::format("twostage {}\nLibTorch {}{}\n{}\nBLAS {}\nBLAS kernels {}\n", TWOSTAGE_VERSION,
-                     torch_version(),
-                     torch::cuda::is_available() ? fmt::format(" (CUDA, {} device(s))", torch::cuda::device_count())
-                                                 : " (CPU)",
-                     luajit_version, blas_description(), blas_core_report());
+  return fmt::format("twostage {}\nLibTorch {} ({})\n{}\nBLAS {}\nBLAS kernels {}\n", TWOSTAGE_VERSION,
+                     torch_version(), cuda_report(), luajit_version, blas_description(), blas_core_report());
 }
 
 std::string check_device(const std::string& device) {
   if (device == "cpu") return device;
   if (device.rfind("cuda", 0) == 0) {
+    if (!TWOSTAGE_TORCH_HAS_CUDA)
+      fail("--device {}: this build's LibTorch {} has no CUDA; build against a CUDA LibTorch (-DTorch_DIR=..., see "
+           "setup_libtorch2.sh) or use --device cpu",
+           device, torch_version());
     if (!torch::cuda::is_available())
-      fail("--device {}: this LibTorch has no CUDA or no GPU is visible; build against a CUDA LibTorch "
-           "(-DTorch_DIR=...) or use --device cpu",
-           device);
+      fail("--device {}: LibTorch {} has CUDA, but no GPU is visible (driver, CUDA_VISIBLE_DEVICES); use --device cpu",
+           device, torch_version());
     torch::Device parsed(device);  // validates "cuda:N"
     if (parsed.has_index() && parsed.index() >= static_cast<int>(torch::cuda::device_count()))
       fail("--device {}: only {} CUDA device(s) visible", device, torch::cuda::device_count());

@@ -51,6 +51,8 @@ ThreadPlan set_threads(int threads);
 int loop_threads_beside_blas(int threads, int blas_threads);
 
 std::string torch_version();
+// "CPU only: no CUDA compiled in", "CUDA compiled in; no GPU visible" or "...; N GPU(s) visible".
+std::string cuda_report();
 std::string version_report(const std::string& luajit_version);
 
 // "cpu", "cuda" or "cuda:N". Throws ts::Error when CUDA is asked for and this LibTorch has none.

@@ -2,6 +2,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstdio>
 #include <cstdlib>
@@ -43,6 +44,23 @@ TEST_CASE("twostage --version names twostage, LibTorch, LuaJIT and the BLAS") {
   CHECK(result.status == 0);
   CHECK_THAT(result.output, Catch::Contains("twostage") && Catch::Contains("LibTorch") &&
                                 Catch::Contains("LuaJIT") && Catch::Contains("BLAS"));
+}
+
+TEST_CASE("--version says whether CUDA is compiled in; --device cuda without a GPU is a one-line error") {
+  const auto version = run("--version");
+  CHECK_THAT(version.output, Catch::Contains(TWOSTAGE_TORCH_HAS_CUDA ? "(CUDA compiled in; " : "(CPU only: no CUDA"));
+  if (version.output.find("GPU(s) visible") != std::string::npos) return;  // a machine with a GPU runs it
+  const std::string out = (std::filesystem::temp_directory_path() / "twostage_test_cuda_run").string();
+  const auto expected = TWOSTAGE_TORCH_HAS_CUDA ? "has CUDA, but no GPU is visible" : "has no CUDA";
+  auto result = run("run recipes/vanilla.lua --device cuda --quiet --out " + out);
+  CHECK(result.status == 1);
+  CHECK_THAT(result.output, Catch::StartsWith("error: --device cuda: ") && Catch::Contains(expected));
+  CHECK(std::count(result.output.begin(), result.output.end(), '\n') == 1);
+  // A recipe's own device setting goes through the same check, inside the recipe's error report.
+  result = run("run recipes/vanilla.lua --set device=cuda:1 --set seeds=7 --quiet --out " + out);
+  CHECK(result.status == 1);
+  CHECK_THAT(result.output, Catch::Contains("--device cuda:1: ") && Catch::Contains(expected));
+  std::filesystem::remove_all(out);
 }
 
 TEST_CASE("run --help lists a recipe's settings; a bad --set fails with the known keys") {
