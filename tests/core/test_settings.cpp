@@ -9,7 +9,7 @@
 
 using ts::SettingType;
 
-TEST_CASE("a subnormal number parses however it is written, and again as printed; overflow is refused") {
+TEST_CASE("a subnormal number parses however it is written, and again as printed, overflow is refused") {
   // Found by the fuzzer: "0x1p-1074" was accepted, but its printed form "5e-324" was refused as out of range.
   const double hex = std::get<double>(ts::parse_setting("lr", SettingType::Number, "0x1p-1074"));
   CHECK(hex > 0);

@@ -133,7 +133,7 @@ TEST_CASE("safetensors: reads every dtype the format names", "[io][safetensors]"
   CHECK_THROWS_WITH(st::parse_dtype("F8"), Catch::Contains("unknown safetensors dtype 'F8'"));
 }
 
-TEST_CASE("safetensors: __metadata__ may be present or absent; header padding is allowed", "[io][safetensors]") {
+TEST_CASE("safetensors: __metadata__ may be present or absent, header padding is allowed", "[io][safetensors]") {
   const std::string header = R"({"__metadata__":{"format":"pt","note":"x"},"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}   )";
   const st::File file = st::File::from_bytes(image(header, 4));
   CHECK(file.metadata().size() == 2);

@@ -244,7 +244,7 @@ TEST_CASE("Retries stop at max_attempts with the last error named", "[llm][clien
                                Catch::Contains("The server had an error"));
 }
 
-TEST_CASE("400 and 404 fail their item at once with the server's message; the rest complete", "[llm][client]") {
+TEST_CASE("400 and 404 fail their item at once with the server's message, the rest complete", "[llm][client]") {
   FakeServer server(kKey);
   server.policy = [](const std::string& prompt, int) {
     if (prompt == "too long") return Fault::bad_request;

@@ -46,7 +46,7 @@ TEST_CASE("twostage --version names twostage, LibTorch, LuaJIT and the BLAS") {
                                 Catch::Contains("LuaJIT") && Catch::Contains("BLAS"));
 }
 
-TEST_CASE("--version says whether CUDA is compiled in; --device cuda without a GPU is a one-line error") {
+TEST_CASE("twostage --version says whether CUDA is compiled in, --device cuda without a GPU is a one-line error") {
   const auto version = run("--version");
   CHECK_THAT(version.output, Catch::Contains(TWOSTAGE_TORCH_HAS_CUDA ? "(CUDA compiled in; " : "(CPU only: no CUDA"));
   if (version.output.find("GPU(s) visible") != std::string::npos) return;  // a machine with a GPU runs it
@@ -63,7 +63,7 @@ TEST_CASE("--version says whether CUDA is compiled in; --device cuda without a G
   std::filesystem::remove_all(out);
 }
 
-TEST_CASE("run --help lists a recipe's settings; a bad --set fails with the known keys") {
+TEST_CASE("run --help lists a recipe's settings, a bad --set fails with the known keys") {
   const auto help = run("run recipes/hello_tensors.lua --help");
   CHECK(help.status == 0);
   CHECK_THAT(help.output, Catch::Contains("rows") && Catch::Contains("rows of the random matrix"));

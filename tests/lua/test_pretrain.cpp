@@ -106,7 +106,7 @@ TEST_CASE("steps=0 only evaluates a model: the held-out figures of its run at an
   CHECK_FALSE(fs::exists(evaluation / "model"));
 }
 
-TEST_CASE("the [CLS] bag-of-words task is added to the masked-LM loss and learnt; the model keeps its layout") {
+TEST_CASE("the [CLS] bag-of-words task is added to the masked-LM loss and learnt, the model keeps its layout") {
   const auto plain = scratch("plain"), with_task = scratch("bag-of-words");
   const std::string longer = kTiny + "--set steps=24 --set eval_every=12 ";
   auto result = ts::testing::run_twostage(longer + "--out " + plain.string());
@@ -169,7 +169,7 @@ TEST_CASE("replaced-token detection: resumed exactly (its head too), learnt, and
   CHECK(keys(whole) == keys(generator));
 }
 
-TEST_CASE("word_vectors starts masked-LM from skip-gram vectors of the training blocks; not with `from`") {
+TEST_CASE("word_vectors starts masked-LM from skip-gram vectors of the training blocks, not with `from`") {
   const auto plain = scratch("plain-embeddings"), with_vectors = scratch("word-vectors");
   auto result = ts::testing::run_twostage(kTiny + "--out " + plain.string());
   INFO(result.output);
@@ -196,7 +196,7 @@ TEST_CASE("word_vectors starts masked-LM from skip-gram vectors of the training 
   CHECK_THAT(result.output, Catch::Contains("does not combine with `from`"));
 }
 
-TEST_CASE("freeze keeps the named parameters as they were (the tied decoder too); a misspelt pattern is an error") {
+TEST_CASE("freeze keeps the named parameters as they were (the tied decoder too), a misspelt pattern is an error") {
   const auto initial = scratch("freeze-initial"), frozen = scratch("freeze-trained");
   auto result = ts::testing::run_twostage(kTiny + "--set steps=0 --out " + initial.string());
   INFO(result.output);

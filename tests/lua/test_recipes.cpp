@@ -122,7 +122,7 @@ TEST_CASE("the three reference recipes run end to end on SST-2 at rate 0.2 and w
   }
 }
 
-TEST_CASE("the same seed and threads give identical metrics twice; epochs 0 still evaluates") {
+TEST_CASE("the same seed and threads give identical metrics twice, epochs 0 still evaluates") {
   const std::string settings = std::string(kTrec) + "--set epochs_stage2=0 --set lr_stage1=1e-3";
   const auto first = read_json(run_recipe("two_stage_reweight.lua", "same-a", settings) / "metrics.json");
   const auto second = read_json(run_recipe("two_stage_reweight.lua", "same-b", settings) / "metrics.json");

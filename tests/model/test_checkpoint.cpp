@@ -181,7 +181,7 @@ TEST_CASE("checkpoint: fp16 save, and F16/BF16 files load upcast to float32", "[
   }
 }
 
-TEST_CASE("checkpoint: keys without the bert. prefix load into the trunk; the head is newly initialised",
+TEST_CASE("checkpoint: keys without the bert. prefix load into the trunk, the head is newly initialised",
           "[model][checkpoint]") {
   TempDir dir("prefix");
   rewrite_checkpoint(kClassifierDir, dir.path, [](std::string& name, torch::Tensor&) {

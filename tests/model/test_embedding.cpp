@@ -38,7 +38,7 @@ TEST_CASE("the embedding's values and gradients are torch::embedding's, bit for 
   CHECK(torch::equal(embedding.lookup(ids, weight, 0), out));
 }
 
-TEST_CASE("a cleared gradient's memory is reused; a live one is never overwritten", "[embedding]") {
+TEST_CASE("a cleared gradient's memory is reused, a live one is never overwritten", "[embedding]") {
   torch::manual_seed(2);
   const torch::Tensor weight = torch::randn({40, 8}).requires_grad_(true);
   ts::ReusedEmbeddingGradient embedding;

@@ -62,7 +62,7 @@ TEST_CASE("CPU features map to the best OpenBLAS core type they run", "[runtime]
   CHECK((here.empty() || openblas_core_rank(here) >= 0));
 }
 
-TEST_CASE("core ranks order OpenBLAS's names; unknown names rank -1", "[runtime][blas]") {
+TEST_CASE("core ranks order OpenBLAS's names, unknown names rank -1", "[runtime][blas]") {
   CHECK(openblas_core_rank("Prescott") < openblas_core_rank("Haswell"));
   CHECK(openblas_core_rank("Haswell") < openblas_core_rank("SkylakeX"));
   CHECK(openblas_core_rank("Cooperlake") == openblas_core_rank("SkylakeX"));

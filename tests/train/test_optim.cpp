@@ -253,7 +253,7 @@ TEST_CASE("AdamW with a per-step linear schedule, clipping, accumulation", "[opt
   CHECK_THROWS_AS(GradientAccumulator(0), ts::Error);
 }
 
-TEST_CASE("parameters in the no-decay group are not decayed; the others are") {
+TEST_CASE("parameters in the no-decay group are not decayed, the others are") {
   auto decayed = torch::ones({3}).requires_grad_(true);
   auto exempt = torch::ones({3}).requires_grad_(true);
   OptimizerConfig config;

@@ -101,7 +101,7 @@ TEST_CASE("skip-gram refuses bad options and ids outside the vocabulary") {
   CHECK_THROWS_WITH(train::skip_gram(corpus, 26, {}, small_options()), Catch::Contains("outside the vocabulary of 26"));
 }
 
-TEST_CASE("word vectors go into a masked LM's word embeddings centred and scaled; other rows stay") {
+TEST_CASE("word vectors go into a masked LM's word embeddings centred and scaled, other rows stay") {
   BertConfig config;
   config.vocab_size = kVocab;
   config.hidden_size = 16;
