@@ -21,24 +21,6 @@ constexpr const char* kEdaType = "twostage.Eda";
 constexpr const char* kContextualType = "twostage.ContextualAugmenter";
 constexpr const char* kFilterType = "twostage.ParaphraseFilter";
 
-// Fails on a key that is not in `known`, so that a misspelt option is not silently ignored.
-void check_option_names(lua_State* L, int index, std::initializer_list<const char*> known, const char* what) {
-  if (lua_isnoneornil(L, index)) return;
-  luaL_checktype(L, index, LUA_TTABLE);
-  lua_pushnil(L);
-  while (lua_next(L, index) != 0) {
-    lua_pop(L, 1);
-    const std::string key = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "(not a name)";
-    bool found = false;
-    std::string names;
-    for (const char* name : known) {
-      found = found || key == name;
-      names += names.empty() ? name : std::string(", ") + name;
-    }
-    if (!found) fail("{}: unknown option '{}' (known: {})", what, key, names);
-  }
-}
-
 std::uint64_t seed_option(lua_State* L, int index) {
   const double seed = opt_number_field(L, index, "seed").value_or(42);
   if (seed < 0 || seed != std::floor(seed)) fail("seed must be a whole number of 0 or more, got {}", seed);
@@ -67,7 +49,7 @@ struct EdaAugmenter {
 // eda{seed = 42, alpha = 0.1, alpha_sr, alpha_ri, alpha_rs, p_rd, wordnet = PATH}: alpha sets all four operations'
 // strength (as the EDA paper's α); the others override one each.
 int eda_new(lua_State* L) {
-  check_option_names(L, 1, {"seed", "alpha", "alpha_sr", "alpha_ri", "alpha_rs", "p_rd", "wordnet"}, "eda");
+  check_option_keys(L, 1, {"seed", "alpha", "alpha_sr", "alpha_ri", "alpha_rs", "p_rd", "wordnet"}, "eda");
   const double alpha = fraction_option(L, 1, "alpha", 0.1);
   llm::EdaOptions options;
   options.alpha_sr = fraction_option(L, 1, "alpha_sr", alpha);
@@ -97,9 +79,9 @@ int eda_augment(lua_State* L) {
 //                      batch_size = 32, device = "cpu"}
 int contextual_new(lua_State* L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  check_option_names(L, 1,
-                     {"model", "fraction", "top_k", "temperature", "seed", "max_length", "batch_size", "device"},
-                     "contextual_augmenter");
+  check_option_keys(L, 1,
+                    {"model", "fraction", "top_k", "temperature", "seed", "max_length", "batch_size", "device"},
+                    "contextual_augmenter");
   const auto folder = opt_string_field(L, 1, "model");
   if (!folder || folder->empty())
     fail("contextual_augmenter: model = DIR is required (a Hugging Face BertForMaskedLM folder)");

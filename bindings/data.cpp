@@ -78,7 +78,7 @@ int read_table(lua_State* L) {
   check_read(L, path);
   data::TableOptions options;
   if (!lua_isnoneornil(L, 2)) {
-    luaL_checktype(L, 2, LUA_TTABLE);
+    check_option_keys(L, 2, {"text", "pair", "label", "classes", "format", "empty_text"}, "ts.read_table");
     if (auto format = opt_string_field(L, 2, "format")) options.format = parse_format(*format);
     if (auto text = opt_string_field(L, 2, "text")) options.text_column = *text;
     if (auto pair = opt_string_field(L, 2, "pair")) options.pair_column = *pair;
@@ -109,6 +109,7 @@ int read_table(lua_State* L) {
 // dataset{texts = {...}, labels = {...}, classes = {...}[, pairs = {...}]} -> dataset built in memory
 int dataset_new(lua_State* L) {
   luaL_checktype(L, 1, LUA_TTABLE);
+  check_option_keys(L, 1, {"texts", "pairs", "labels", "classes"}, "ts.dataset");
   Dataset data;
   lua_getfield(L, 1, "texts");
   data.texts = check_string_list(L, lua_gettop(L));
@@ -243,7 +244,7 @@ int downsample(lua_State* L) {
   const auto& data = dataset_at(L, 1);
   data::DownsampleOptions options;
   if (!lua_isnoneornil(L, 2)) {
-    luaL_checktype(L, 2, LUA_TTABLE);
+    check_option_keys(L, 2, {"rate", "minority", "seed", "shuffle"}, "ts.downsample");
     options.rate = opt_number_field(L, 2, "rate").value_or(options.rate);
     options.seed = seed_field(L, 2, options.seed);
     options.shuffle = opt_bool_field(L, 2, "shuffle").value_or(options.shuffle);
@@ -266,6 +267,7 @@ int downsample(lua_State* L) {
 int long_tail(lua_State* L) {
   const auto& data = dataset_at(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
+  check_option_keys(L, 2, {"imbalance", "seed", "counts"}, "ts.long_tail");
   const auto seed = seed_field(L, 2, 42);
   lua_getfield(L, 2, "counts");
   if (!lua_isnil(L, -1)) {
@@ -301,6 +303,7 @@ int long_tail(lua_State* L) {
 int split(lua_State* L) {
   const auto& data = dataset_at(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
+  check_option_keys(L, 2, {"fraction", "seed"}, "ts.split");
   const double fraction = opt_number_field(L, 2, "fraction").value_or(0.1);
   if (!(fraction > 0 && fraction < 1)) fail("split: fraction {} must be in (0, 1)", fraction);
   const auto parts = data::stratified_split(data.labels, data.num_classes(), fraction, seed_field(L, 2, 42));
@@ -329,7 +332,10 @@ Loader& loader_at(lua_State* L, int index) { return check<Loader>(L, index, kLoa
 int loader_new(lua_State* L) {
   const auto& data = dataset_at(L, 1);
   const auto& tokenizer = check<text::Tokenizer>(L, 2, "twostage.Tokenizer");
-  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+  check_option_keys(L, 3,
+                    {"batch_size", "max_length", "sampler", "seed", "padding", "pad_to", "bucket", "drop_last",
+                     "num_samples", "threads"},
+                    "ts.loader");
   const int options = 3;
   auto& loader = push_new<Loader>(L, kLoaderType);
 
@@ -470,6 +476,7 @@ int loader_cache_trunk(lua_State* L) {
   auto& loader = loader_at(L, 1);
   auto& model = check_classifier(L, 2);
   const auto start_layer = static_cast<int64_t>(luaL_checknumber(L, 3));
+  check_option_keys(L, 4, {"batch_size"}, "loader:cache_trunk");
   const auto batch_size = static_cast<int64_t>(opt_number_field(L, 4, "batch_size").value_or(64));
   loader.trunk = std::make_shared<train::FrozenTrunkCache>(model, loader.rows, start_layer, batch_size,
                                                            loader.batching.pad_id);

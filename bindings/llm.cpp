@@ -41,31 +41,6 @@ struct LlmClient {
 
 LlmClient& self(lua_State* L) { return check<LlmClient>(L, 1, kClientType); }
 
-// Fails on a key of the table at `index` that is not in `known`: a misspelt option must not be silently ignored.
-void check_keys(lua_State* L, int index, std::initializer_list<const char*> known, const char* what) {
-  if (lua_isnoneornil(L, index)) return;
-  luaL_checktype(L, index, LUA_TTABLE);
-  lua_pushnil(L);
-  while (lua_next(L, index) != 0) {
-    lua_pop(L, 1);
-    if (lua_type(L, -1) != LUA_TSTRING) {
-      if (lua_type(L, -1) == LUA_TNUMBER) continue;  // array part (messages given positionally)
-      fail("{}: option keys must be strings", what);
-    }
-    const std::string key = lua_tostring(L, -1);
-    bool found = false;
-    std::string names;
-    for (const char* name : known) {
-      found = found || key == name;
-      names += names.empty() ? name : std::string(", ") + name;
-    }
-    if (!found) {
-      lua_pop(L, 1);
-      fail("{}: unknown option '{}' (known: {})", what, key, names);
-    }
-  }
-}
-
 std::optional<std::int64_t> opt_integer_field(lua_State* L, int table, const char* key) {
   const auto value = opt_number_field(L, table, key);
   if (!value) return std::nullopt;
@@ -136,7 +111,7 @@ llm::ChatRequest check_request(lua_State* L, int index, std::size_t position, co
   if (!lua_istable(L, index))
     fail("requests[{}]: expected a prompt string or a table {{prompt = ... or messages = ...}}, got {}", position,
          luaL_typename(L, index));
-  check_keys(L, index, {"prompt", "messages", REQUEST_FIELDS}, fmt::format("requests[{}]", position).c_str());
+  check_option_keys(L, index, {"prompt", "messages", REQUEST_FIELDS}, fmt::format("requests[{}]", position).c_str());
   lua_getfield(L, index, "messages");
   const bool has_messages = !lua_isnil(L, -1);
   if (has_messages) request.messages = check_messages(L, -1);
@@ -222,7 +197,7 @@ void check_endpoint(lua_State* L, const std::string& base_url) {
 //            max_tokens, cache, backoff, backoff_max}
 int client_new(lua_State* L) {
   if (!lua_isnoneornil(L, 1)) luaL_checktype(L, 1, LUA_TTABLE);
-  check_keys(L, 1,
+  check_option_keys(L, 1,
              {"model", "base_url", "api_key_env", "concurrency", "rpm", "tpm", "timeout", "connect_timeout",
               "max_retries", "temperature", "top_p", "seed", "max_tokens", "cache", "backoff", "backoff_max"},
              "llm_client");
@@ -285,7 +260,7 @@ int client_new(lua_State* L) {
 // A request that fails (after its retries) raises an error with the server's message.
 int method_chat(lua_State* L) {
   auto& client = self(L);
-  check_keys(L, 3, {REQUEST_FIELDS}, "chat");
+  check_option_keys(L, 3, {REQUEST_FIELDS}, "chat");
   llm::ChatRequest request;
   request.messages = check_messages(L, 2);
   apply_fields(L, lua_isnoneornil(L, 3) ? 0 : 3, client.defaults, request);
@@ -303,7 +278,7 @@ int method_chat(lua_State* L) {
 int method_map(lua_State* L) {
   auto& client = self(L);
   luaL_checktype(L, 2, LUA_TTABLE);
-  check_keys(L, 3, {"label", "progress", "log_interval", "on_abort"}, "map");
+  check_option_keys(L, 3, {"label", "progress", "log_interval", "on_abort"}, "map");
   const std::string label = opt_string_field(L, 3, "label").value_or("llm");
   const bool progress = opt_bool_field(L, 3, "progress").value_or(true);
   const double log_interval = opt_number_field(L, 3, "log_interval").value_or(10.0);

@@ -80,7 +80,8 @@ namespace {
 Classifier& self(lua_State* L) { return check<Classifier>(L, 1, kClassifierType); }
 
 // {head = "paper" | "hf", head_hidden = 50, num_labels = C, device = "cpu"}
-LoadOptions load_options(lua_State* L, int index) {
+LoadOptions load_options(lua_State* L, int index, const char* where) {
+  check_option_keys(L, index, {"head", "head_hidden", "num_labels", "device", "ignore_mismatched_sizes"}, where);
   LoadOptions options;
   if (auto labels = opt_number_field(L, index, "num_labels")) options.num_labels = static_cast<int64_t>(*labels);
   if (auto head = opt_string_field(L, index, "head")) {
@@ -102,7 +103,7 @@ int load_classifier(lua_State* L) {
   const std::string folder = check_string(L, 1);
   check_read(L, folder);
   LoadReport report;
-  auto module = load_sequence_classifier(folder, load_options(L, 2), &report);
+  auto module = load_sequence_classifier(folder, load_options(L, 2, "ts.load_classifier"), &report);
   push_new<Classifier>(L, kClassifierType, Classifier{module, folder});
   push_json(L, {{"missing", report.missing}, {"unexpected", report.unexpected}, {"mismatched", report.mismatched}});
   return 2;
@@ -111,7 +112,7 @@ int load_classifier(lua_State* L) {
 // classifier_from_config(config table as config.json[, options]) -> a randomly initialised model
 int classifier_from_config(lua_State* L) {
   auto config = BertConfig::from_json(to_json(L, 1), "classifier_from_config");
-  const auto options = load_options(L, 2);
+  const auto options = load_options(L, 2, "ts.classifier_from_config");
   if (options.num_labels) config.set_num_labels(*options.num_labels);
   if (options.head) config.head.type = *options.head;
   if (options.head_hidden_size) config.head.hidden_size = *options.head_hidden_size;
@@ -188,6 +189,7 @@ int method_save(lua_State* L) {
   auto& model = self(L);
   const std::string folder = check_string(L, 2);
   check_write(L, folder);
+  check_option_keys(L, 3, {"fp16"}, "model:save");
   SaveOptions options;
   options.fp16 = opt_bool_field(L, 3, "fp16").value_or(false);
   options.tokenizer_from = model.source;

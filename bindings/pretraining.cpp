@@ -23,6 +23,7 @@ MaskedLM& self(lua_State* L) { return check<MaskedLM>(L, 1, kMaskedLMType); }
 // masked_lm(folder | config table[, {device = "cpu"}]) -> model
 int masked_lm_new(lua_State* L) {
   LoadOptions options;
+  check_option_keys(L, 2, {"device"}, "ts.masked_lm");
   if (auto device = opt_string_field(L, 2, "device")) options.device = torch::Device(runtime::check_device(*device));
   if (lua_istable(L, 1)) {
     auto config = BertConfig::from_json(to_json(L, 1), "masked_lm");
@@ -58,6 +59,7 @@ int method_save(lua_State* L) {
   const std::string folder = check_string(L, 2);
   check_write(L, folder);
   SaveOptions options;
+  check_option_keys(L, 3, {"fp16", "tokenizer"}, "masked_lm:save");
   options.fp16 = opt_bool_field(L, 3, "fp16").value_or(false);
   options.tokenizer_from = model.source;
   if (lua_istable(L, 3)) {
@@ -90,6 +92,7 @@ train::MaskedBatch to_masked_batch(lua_State* L, int index) {
 int method_loss(lua_State* L) {
   auto& model = self(L).module;
   const auto batch = to_masked_batch(L, 2);
+  check_option_keys(L, 3, {"bag_of_words"}, "masked_lm:loss");
   const auto result = train::masked_lm_loss(model, batch, opt_number_field(L, 3, "bag_of_words").value_or(0.0));
   push_tensor(L, result.loss);
   lua_pushnumber(L, static_cast<lua_Number>(result.correct));
@@ -135,6 +138,7 @@ int method_replaced_token_loss(lua_State* L) {
   const auto batch = to_masked_batch(L, 2);
   auto& generator = check<MaskedLM>(L, 3, kMaskedLMType).module;
   auto head = check_detection_head(L, 4);
+  check_option_keys(L, 5, {"weight", "seed", "temperature"}, "masked_lm:replaced_token_loss");
   const auto weight = opt_number_field(L, 5, "weight").value_or(50.0);
   const auto seed = static_cast<uint64_t>(opt_number_field(L, 5, "seed").value_or(0));
   const auto temperature = opt_number_field(L, 5, "temperature").value_or(1.0);
@@ -168,6 +172,7 @@ int method_set_word_embeddings(lua_State* L) {
   lua_getfield(L, 2, "min_count");
   vectors.min_count = static_cast<int64_t>(luaL_optnumber(L, -1, 1));
   lua_pop(L, 3);
+  check_option_keys(L, 3, {"std"}, "masked_lm:set_word_embeddings");
   const auto deviation = opt_number_field(L, 3, "std").value_or(model->config.initializer_range);
   lua_pushnumber(L, static_cast<lua_Number>(train::set_word_embeddings(model, vectors, deviation)));
   return 1;
@@ -219,6 +224,7 @@ int corpus_new(lua_State* L) {
     texts.insert(texts.end(), dataset.pairs.begin(), dataset.pairs.end());
     lua_pop(L, 1);
   }
+  check_option_keys(L, 3, {"max_length", "threads"}, "ts.mlm_corpus");
   const auto max_length = static_cast<int64_t>(opt_number_field(L, 3, "max_length").value_or(128));
   const auto threads = static_cast<int>(opt_number_field(L, 3, "threads").value_or(1));
   push_new<train::PackedCorpus>(L, kCorpusType, train::pack_texts(tokenizer, texts, max_length, threads));
@@ -250,6 +256,8 @@ int corpus_tokens(lua_State* L) {
 int corpus_word_vectors(lua_State* L) {
   const auto& corpus = corpus_at(L, 1);
   const auto& tokenizer = check<text::Tokenizer>(L, 2, "twostage.Tokenizer");
+  check_option_keys(L, 3, {"dimension", "window", "negatives", "epochs", "lr", "subsample", "min_count", "seed"},
+                    "corpus:word_vectors");
   train::SkipGramOptions options;
   const auto integer = [L](const char* name, int64_t fallback) {
     return static_cast<int64_t>(opt_number_field(L, 3, name).value_or(static_cast<double>(fallback)));
@@ -278,6 +286,7 @@ int corpus_word_vectors(lua_State* L) {
 int masker_new(lua_State* L) {
   const auto& tokenizer = check<text::Tokenizer>(L, 1, "twostage.Tokenizer");
   train::MaskingOptions options;
+  check_option_keys(L, 2, {"probability", "mask_share", "random_share", "whole_word"}, "ts.masker");
   options.probability = opt_number_field(L, 2, "probability").value_or(options.probability);
   options.mask_share = opt_number_field(L, 2, "mask_share").value_or(options.mask_share);
   options.random_share = opt_number_field(L, 2, "random_share").value_or(options.random_share);

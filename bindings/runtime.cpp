@@ -106,6 +106,28 @@ std::optional<bool> opt_bool_field(lua_State* L, int table, const char* key) {
                    [L](int index) { return static_cast<bool>(lua_toboolean(L, index)); });
 }
 
+void check_option_keys(lua_State* L, int index, std::initializer_list<const char*> known, const char* where) {
+  if (lua_isnoneornil(L, index)) return;
+  luaL_checktype(L, index, LUA_TTABLE);
+  if (index < 0) index = lua_gettop(L) + index + 1;  // the traversal pushes; LuaJIT has no lua_absindex
+  std::string unknown;
+  lua_pushnil(L);
+  while (lua_next(L, index) != 0) {
+    lua_pop(L, 1);
+    if (lua_type(L, -1) == LUA_TNUMBER) continue;
+    const std::string key = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "(a key that is not a name)";
+    if (std::find_if(known.begin(), known.end(), [&](const char* name) { return key == name; }) == known.end()) {
+      unknown = key;
+      lua_pop(L, 1);
+      break;
+    }
+  }
+  if (unknown.empty()) return;
+  std::string names;
+  for (const char* name : known) names += names.empty() ? name : std::string(", ") + name;
+  fail("{}: unknown option '{}' (known: {})", where, unknown, names.empty() ? "none" : names);
+}
+
 void push_strings(lua_State* L, const std::vector<std::string>& values) {
   lua_createtable(L, static_cast<int>(values.size()), 0);
   for (size_t i = 0; i < values.size(); ++i) {

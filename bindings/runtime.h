@@ -2,6 +2,7 @@
 // The small runtime every binding file uses: error conversion, userdata, registration, and the Lua state that runs a
 // recipe (sandbox, strict globals, settings, run folder).
 #include <filesystem>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <optional>
@@ -91,6 +92,11 @@ std::optional<std::string> opt_string_field(lua_State* L, int table, const char*
 std::optional<double> opt_number_field(lua_State* L, int table, const char* key);
 std::optional<bool> opt_bool_field(lua_State* L, int table, const char* key);
 std::vector<std::string> check_string_list(lua_State* L, int index);
+
+// Fails, naming `where` and listing `known`, on a string key of the option table at `index` that is not in `known`:
+// `ts.optimizer{weight_decy = 0.01}` must be an error, not a silently ignored option. Nil or none passes; number keys
+// (an array part, as in a message list) are left alone.
+void check_option_keys(lua_State* L, int index, std::initializer_list<const char*> known, const char* where);
 
 // Pushes a Lua array of the values; `offset` turns 0-based positions into Lua's 1-based ones.
 template <typename Integer>

@@ -40,6 +40,7 @@ int method_encode(lua_State* L) {
 // Padded to the longest row unless pad_to fixes the length.
 int method_batch(lua_State* L) {
   const auto texts = check_string_list(L, 2);
+  check_option_keys(L, 3, {"pairs", "max_length", "pad_to"}, "tokenizer:batch");
   std::vector<std::string> pairs;
   if (lua_istable(L, 3)) {
     lua_getfield(L, 3, "pairs");

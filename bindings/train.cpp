@@ -51,6 +51,9 @@ struct Loss {
 // counts are the training set's class counts, needed by class weights, LDAM margins and logit adjustment.
 int loss_new(lua_State* L) {
   luaL_checktype(L, 1, LUA_TTABLE);
+  check_option_keys(L, 1,
+                    {"kind", "counts", "weights", "beta", "max_margin", "scale", "gamma", "tau", "label_smoothing"},
+                    "ts.loss");
   Loss loss;
   loss.name = opt_string_field(L, 1, "kind").value_or("ce");
   auto& config = loss.config;
@@ -155,6 +158,8 @@ int optimizer_new(lua_State* L) {
   }
   luaL_checktype(L, 2, LUA_TTABLE);
   Optimizer optimizer;
+  check_option_keys(L, 2, {"kind", "lr", "weight_decay", "eps", "momentum", "nesterov", "betas", "no_decay"},
+                    "ts.optimizer");
   auto& config = optimizer.config;
   config.kind = opt_string_field(L, 2, "kind").value_or("adamw");
   config.lr = opt_number_field(L, 2, "lr").value_or(config.lr);
@@ -198,6 +203,7 @@ int optimizer_new(lua_State* L) {
 // step, in one pass over the gradients (which are left unclipped)
 int optimizer_step(lua_State* L) {
   auto& optimizer = optimizer_at(L, 1);
+  check_option_keys(L, 2, {"clip"}, "optimizer:step");
   if (const auto clip = opt_number_field(L, 2, "clip")) {
     lua_pushnumber(L, train::clip_grad_norm_and_step(*optimizer.optimizer, optimizer.parameters, *clip));
     return 1;
@@ -264,6 +270,7 @@ int schedule_new(lua_State* L) {
   auto& optimizer = optimizer_at(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
   train::Schedule schedule;
+  check_option_keys(L, 2, {"kind", "warmup_steps", "total_steps", "cycles", "start_step"}, "ts.schedule");
   schedule.kind = train::schedule_kind_from_name(opt_string_field(L, 2, "kind").value_or("linear"));
   schedule.warmup_steps = static_cast<int64_t>(opt_number_field(L, 2, "warmup_steps").value_or(0));
   const auto total = opt_number_field(L, 2, "total_steps");
@@ -310,6 +317,7 @@ std::vector<int64_t> class_ids(lua_State* L, int index) {
 // metrics(labels, predictions, {num_classes = C}) with predictions a list or 1-d tensor of class ids.
 int metrics(lua_State* L) {
   const auto truth = class_ids(L, 1);
+  check_option_keys(L, 3, {"num_classes", "scores"}, "ts.metrics");
   const auto num_classes = opt_number_field(L, 3, "num_classes");
   const auto* scores = lua_istable(L, 2) ? nullptr : &check_tensor(L, 2);
   if (scores && scores->dim() == 2) {

@@ -226,3 +226,45 @@ TEST_CASE("optimizer:step{clip} returns the norm and updates as clip_grad_norm t
     assert((fused_logits - separate_logits):abs():max() == 0, "the same update, bit for bit")
   )");
 }
+
+TEST_CASE("a misspelt option key is an error naming it and the known keys, in every bound constructor and method") {
+  lua(R"(
+    local function refuses(where, wrong, call)
+      local ok, message = pcall(call)
+      assert(not ok, where .. ": {" .. wrong .. " = ...} was accepted")
+      assert(message:find(where .. ": unknown option '" .. wrong .. "' (known: ", 1, true), message)
+    end
+    local tok = ts.tokenizer("data/vocab/bert-base-uncased")
+    local data = ts.dataset { texts = { "a good film", "a bad film", "fine" }, labels = { 1, 0, 1 },
+                              classes = { "neg", "pos" } }
+    local config = { vocab_size = 30522, hidden_size = 16, num_hidden_layers = 1, num_attention_heads = 2,
+                     intermediate_size = 32, max_position_embeddings = 64 }
+    local model = ts.classifier_from_config(config, { num_labels = 2 })
+    local optimizer = ts.optimizer(model, { lr = 1e-3 })
+    refuses("ts.read_table", "txt", function() return ts.read_table("data/sst2/dev.tsv", { txt = "sentence" }) end)
+    refuses("ts.dataset", "label", function() return ts.dataset { texts = { "x" }, label = { 1 }, classes = { "a" } } end)
+    refuses("ts.downsample", "ratio", function() return ts.downsample(data, { ratio = 0.2 }) end)
+    refuses("ts.long_tail", "imbalanced", function() return ts.long_tail(data, { imbalanced = 10 }) end)
+    refuses("ts.split", "fractoin", function() return ts.split(data, { fractoin = 0.5 }) end)
+    refuses("ts.loader", "batchsize", function() return ts.loader(data, tok, { batchsize = 32 }) end)
+    refuses("loader:cache_trunk", "batch", function() return ts.loader(data, tok):cache_trunk(model, 1, { batch = 8 }) end)
+    refuses("tokenizer:batch", "max_len", function() return tok:batch({ "x" }, { max_len = 8 }) end)
+    refuses("ts.classifier_from_config", "labels", function() return ts.classifier_from_config(config, { labels = 2 }) end)
+    refuses("ts.load_classifier", "heads", function() return ts.load_classifier("data/models/all-minilm-l6-v2", { heads = "hf" }) end)
+    refuses("model:save", "half", function() return model:save(out_dir .. "/saved", { half = true }) end)
+    refuses("ts.loss", "margin", function() return ts.loss { kind = "ldam", counts = { 1, 2 }, margin = 0.5 } end)
+    refuses("ts.optimizer", "weight_decy", function() return ts.optimizer(model, { weight_decy = 0.01 }) end)
+    refuses("optimizer:step", "clip_norm", function() return optimizer:step { clip_norm = 1 } end)
+    refuses("ts.schedule", "warmup", function() return ts.schedule(optimizer, { total_steps = 10, warmup = 1 }) end)
+    refuses("ts.metrics", "classes", function() return ts.metrics({ 1, 2 }, { 1, 1 }, { classes = 2 }) end)
+    refuses("ts.masked_lm", "devices", function() return ts.masked_lm(config, { devices = "cpu" }) end)
+    refuses("ts.masker", "prob", function() return ts.masker(tok, { prob = 0.15 }) end)
+    refuses("ts.mlm_corpus", "max_len", function() return ts.mlm_corpus(tok, { data }, { max_len = 16 }) end)
+    refuses("eda", "alpah", function() return ts.eda { alpah = 0.1 } end)
+    refuses("llm_client", "modle", function() return ts.llm_client { modle = "x" } end)
+    -- the right keys still pass
+    ts.loader(data, tok, { batch_size = 2, max_length = 16, sampler = "random", seed = 3 })
+    ts.split(ts.dataset { texts = { "a", "b", "c", "d" }, labels = { 0, 0, 1, 1 }, classes = { "x", "y" } },
+             { fraction = 0.5, seed = 1 })
+  )");
+}
