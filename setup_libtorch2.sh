@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds twostage against official LibTorch 2.x with CUDA (the torch wheel from PyPI) into build-libtorch2/ and runs
+# the whole test suite on the CPU there: the check that the code users build (LibTorch 2.x, often with CUDA) still
+# compiles, links and passes, while CI builds against Debian's LibTorch 1.13.1. Run ./setup.sh first (packages).
+#   ./setup_libtorch2.sh          download (once, into .cache/), build
+#   ./setup_libtorch2.sh test     ... and run CTest
+# The CUDA toolkit (nvcc, cuBLAS, cuDNN) must be installed; no GPU is needed. The wheel carries LibTorch's headers,
+# libraries and CMake config; the three CUDA libraries it links that the toolkit lacks (cuFile, cuSPARSELt, NVSHMEM)
+# come from their own PyPI wheels, unpacked beside it.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+mode=${1:-build}
+case "$mode" in build|test) ;; *) echo "usage: ./setup_libtorch2.sh [build|test]" >&2; exit 2 ;; esac
+
+torch_version=2.15.0
+# The versions torch $torch_version's wheel requires (its METADATA's Requires-Dist).
+wheels=(torch=="$torch_version" nvidia-cusparselt-cu13==0.8.1 nvidia-nvshmem-cu13==3.7.2 "nvidia-cufile==1.17.1.22.*")
+python_tag=cp$(python3 -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')
+root=.cache/libtorch-$torch_version
+cuda=${CUDA_HOME:-/usr/local/cuda}
+
+if [ ! -f "$root/torch/share/cmake/Torch/TorchConfig.cmake" ] || [ ! -f "$root/nvidia-lib/libcufile.so.0" ]; then
+  mkdir -p .cache/wheels "$root/nvidia-lib"
+  echo "setup_libtorch2: downloading ${wheels[*]} (about 850 MB, once)"
+  pip download --quiet --no-deps --only-binary=:all: --python-version "${python_tag#cp}" --platform manylinux_2_28_x86_64 \
+    --dest .cache/wheels "${wheels[@]}"
+  unzip -q -o .cache/wheels/torch-"$torch_version"-"$python_tag"-*.whl 'torch/include/*' 'torch/lib/*' 'torch/share/*' \
+    -d "$root"
+  for wheel in .cache/wheels/nvidia_cusparselt*.whl .cache/wheels/nvidia_nvshmem*.whl .cache/wheels/nvidia_cufile*.whl; do
+    unzip -q -o -j "$wheel" '*/lib/*.so*' -d "$root/nvidia-lib"
+  done
+fi
+
+if [ ! -f build-libtorch2/build.ninja ]; then
+  # One CUDA architecture is enough to prove the CUDA path compiles and links; users set their own.
+  cmake -S . -B build-libtorch2 -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$PWD/$root/torch" \
+    -DCMAKE_CUDA_COMPILER="$cuda/bin/nvcc" -DCMAKE_CUDA_ARCHITECTURES=75 >/dev/null
+fi
+# The build runs the test binaries too (Catch's test discovery), so the libraries must be found from here on.
+export LD_LIBRARY_PATH="$PWD/$root/nvidia-lib:$PWD/$root/torch/lib:$cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+cmake --build build-libtorch2 -j "$(nproc)"
+build-libtorch2/twostage --version
+if [ "$mode" = test ]; then
+  tests/parity/install.sh
+  ctest --test-dir build-libtorch2 --output-on-failure -j "$(nproc)"
+fi
