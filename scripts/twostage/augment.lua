@@ -2,14 +2,18 @@
 -- (../shared/METHOD.md, "Stage 1, augmentation variant"), with the reference's defects fixed:
 --
 --   1. Plan: each class to fill gets `target` paraphrases by repeated passes over the (shuffled) train set, one
---      paraphrase per row per pass, the class stopping as soon as it has its target. The i-th request of class c is
+--      request per row per pass, the class stopping as soon as it has its target. The i-th request of class c is
 --      row i mod n_c of that class, pass i div n_c; the pass is the request's sample_index, so that every pass is
---      its own cache entry. Requests go out pass by pass, in train order within a pass.
---   2. Generate: through an LLM client (client:map: concurrent, retried, cached) or an offline augmenter
+--      its own cache entry. Requests go out pass by pass, in train order within a pass. A request asks for
+--      `per_request` paraphrases (the API's n), so the prompt is paid once for all of them.
+--   2. Generate: through an LLM client (client:map: concurrent, retried, cached; with `request_seed`, pass p sends
+--      seed request_seed + p, so passes are distinct samples and a re-run is reproducible) or an offline augmenter
 --      (EDA, masked-LM contextual substitution).
 --   3. Clean: preambles, quotes and list marks are stripped; empty replies, refusals, echoes of the prompt or the
 --      source, and duplicates are rejected, each reason counted; failed requests are counted as "failed".
---      Optionally a classifier drops paraphrases it confidently puts in another class ("classifier").
+--      Optionally a classifier drops paraphrases it confidently puts in another class ("classifier": the
+--      label-consistency filter, e.g. with the vanilla model fine-tuned on the same data), and an encoder drops
+--      those whose cosine similarity to their source is above a band ("near_copy") or below it ("drifted").
 --   4. Refill: classes left short by rejections get further requests (the next passes), up to `refill_rounds`
 --      times, as many as the class's yield so far says are needed. 0 rounds is the reference's single plan.
 --   5. Sample exactly `target` per class with pandas' sample(n, random_state=seed), as the reference, and write
@@ -23,7 +27,8 @@ augment.default_prompt = "Rephrase the following phrase into a different phrase 
 augment.separator = "\n\n---\n\n"
 
 -- The rejection reasons a summary counts, in a fixed order.
-augment.reasons = {"empty", "refusal", "echoed_prompt", "same_as_source", "duplicate", "failed", "classifier"}
+augment.reasons = {"empty", "refusal", "echoed_prompt", "same_as_source", "duplicate", "failed", "classifier",
+                   "near_copy", "drifted"}
 
 -- The user message for `text`: `prompt` with "{text}" replaced, or prompt .. separator .. text as the reference.
 function augment.prompt_for(prompt, text)
@@ -144,12 +149,15 @@ local function progress_logger(label, total)
   end
 end
 
--- Through an LLM client: every request in one concurrent map().
+-- Through an LLM client: every request in one concurrent map(), `per_request` choices each.
 local function llm_generator(client, prompt, options)
+  local per_request = options.per_request or 1
   return function(requests, texts)
     local batch = {}
     for i, request in ipairs(requests) do
-      batch[i] = {prompt = augment.prompt_for(prompt, texts[request.row]), sample_index = request.sample_index}
+      batch[i] = {prompt = augment.prompt_for(prompt, texts[request.row]), sample_index = request.sample_index,
+                  n = per_request > 1 and per_request or nil,
+                  seed = options.request_seed and options.request_seed + request.sample_index or nil}
     end
     return client:map(batch, {label = options.label or "paraphrase", progress = options.progress})
   end
@@ -210,11 +218,45 @@ function augment.classifier_filter(folder, options)
   end
 end
 
+-- A filter that keeps paraphrases whose cosine similarity to their source, in the encoder's mean-pooled space
+-- (model:embed), lies within [low, high]: above, a near copy teaches nothing new; below, the text has drifted from
+-- what it paraphrases. Returns verdict(sources, texts) -> list of nil (kept), "near_copy" or "drifted", and the
+-- similarities.
+function augment.similarity_filter(folder, options)
+  local low, high = options.low or 0, options.high or 1
+  if not (low <= high) then error(("similarity band [%s, %s] is empty"):format(tostring(low), tostring(high)), 0) end
+  local model = ts.load_classifier(folder, {device = options.device})
+  model:eval()
+  local tokenizer = ts.tokenizer(folder)
+  local batch_size = options.batch_size or 64
+  return function(sources, texts)
+    local verdicts, similarities = {}, {}
+    for first = 1, #texts, batch_size do
+      local last = math.min(first + batch_size - 1, #texts)
+      local source_chunk, text_chunk = {}, {}
+      for i = first, last do
+        source_chunk[#source_chunk + 1], text_chunk[#text_chunk + 1] = sources[i], texts[i]
+      end
+      local length = {max_length = options.max_length or 128}
+      local cosines = (model:embed(tokenizer:batch(source_chunk, length)) *
+                       model:embed(tokenizer:batch(text_chunk, length))):sum(2):totable()
+      for j, cosine in ipairs(cosines) do
+        local i = first + j - 1
+        similarities[i] = cosine
+        verdicts[i] = cosine > high and "near_copy" or cosine < low and "drifted" or nil
+      end
+    end
+    return verdicts, similarities
+  end
+end
+
 -- ---- the pipeline -------------------------------------------------------------------------------------------------
 
 -- run{train = Dataset, target = "majority", classes = {names}, augmenter = "llm" | "eda" | "mlm" | object,
 --     client = llm client (augmenter "llm"), prompt = ..., clean = true, refill_rounds = 3, seed = 42,
---     filter = {model = DIR, confidence = 0.9, device = "cpu"}, org_ind = {the org_ind of each train row; default:
+--     filter = {model = DIR, confidence = 0.9, device = "cpu"},
+--     similarity = {model = DIR, low = 0.5, high = 0.95, device = "cpu"}, per_request = 1, request_seed = nil,
+--     prices = {prompt = USD per 1M tokens, completion = ...}, org_ind = {the org_ind of each train row; default:
 --     its 0-based row}, out = PATH,
 --     summary = PATH, progress = true, allow_short = false}
 -- Returns the written rows ({org_ind, text, label, class}) and the summary table. A class still short of its target
@@ -249,6 +291,13 @@ function augment.run(options)
   end
   local keep = options.filter and options.filter.model and options.filter.model ~= "" and
                augment.classifier_filter(options.filter.model, options.filter)
+  local similar = options.similarity and options.similarity.model and options.similarity.model ~= "" and
+                  augment.similarity_filter(options.similarity.model, options.similarity)
+  -- Paraphrases per request: only an LLM request returns several.
+  local per_request = kind == "llm" and options.per_request or 1
+  if per_request < 1 or per_request ~= math.floor(per_request) then
+    error(("augment.run: per_request %s: expected a whole number of 1 or more"):format(tostring(per_request)), 0)
+  end
 
   local filter = ts.paraphrase_filter()
   local rejected = {}
@@ -259,13 +308,15 @@ function augment.run(options)
     accepted[c], made[c], shortfall[c] = {}, 0, targets[c]
   end
   local requests_total, rounds = 0, 0
+  local spent = {prompt = 0, completion = 0, total = 0}  -- the server's usage of every reply used, cached ones too
   for round = 0, refill_rounds do
     -- A refill asks for the shortfall divided by the class's yield so far (at most 4 times the shortfall), so that
-    -- one round usually suffices; the final sample keeps exactly `target` of what it brings.
+    -- one round usually suffices; the final sample keeps exactly `target` of what it brings. made[c] counts
+    -- requests, each worth per_request paraphrases.
     local asked = {}
     for _, c in ipairs(fill) do
-      local yield = made[c] > 0 and #accepted[c] / made[c] or 1
-      asked[c] = shortfall[c] > 0 and math.ceil(shortfall[c] / math.max(yield, 0.25)) or 0
+      local yield = made[c] > 0 and #accepted[c] / (made[c] * per_request) or 1
+      asked[c] = shortfall[c] > 0 and math.ceil(shortfall[c] / math.max(yield, 0.25) / per_request) or 0
     end
     local planned = augment.plan(rows_of, made, asked)
     if #planned == 0 then break end
@@ -285,21 +336,26 @@ function augment.run(options)
       local result = results[i]
       local source = texts[request.row]
       if not result.ok then
-        rejected.failed = rejected.failed + 1
+        rejected.failed = rejected.failed + per_request
         failed = failed + 1
         first_failure = first_failure or result.error
       else
-        local text, reason
-        if clean then
-          text, reason = filter:add(source, result.text or "")
-        else
-          text = result.text or ""
-          if not text:find("%S") then text, reason = nil, "empty" end
-        end
-        if text then
-          fresh[#fresh + 1] = {row = request.row, class = request.class, text = text}
-        else
-          rejected[reason] = (rejected[reason] or 0) + 1
+        for key in pairs(spent) do spent[key] = spent[key] + (result[key .. "_tokens"] or 0) end
+        -- A server may return fewer choices than asked; each missing one counts as an empty reply.
+        for choice = 1, per_request do
+          local reply = (result.texts and result.texts[choice]) or (choice == 1 and result.text) or ""
+          local text, reason
+          if clean then
+            text, reason = filter:add(source, reply)
+          else
+            text = reply
+            if not text:find("%S") then text, reason = nil, "empty" end
+          end
+          if text then
+            fresh[#fresh + 1] = {row = request.row, class = request.class, text = text}
+          else
+            rejected[reason] = (rejected[reason] or 0) + 1
+          end
         end
       end
     end
@@ -316,6 +372,16 @@ function augment.run(options)
       local survivors = {}
       for i, item in ipairs(fresh) do
         if kept[i] then survivors[#survivors + 1] = item else rejected.classifier = rejected.classifier + 1 end
+      end
+      fresh = survivors
+    end
+    if similar and #fresh > 0 then
+      local sources, fresh_texts = {}, {}
+      for i, item in ipairs(fresh) do sources[i], fresh_texts[i] = texts[item.row], item.text end
+      local verdicts = similar(sources, fresh_texts)
+      local survivors = {}
+      for i, item in ipairs(fresh) do
+        if verdicts[i] then rejected[verdicts[i]] = rejected[verdicts[i]] + 1 else survivors[#survivors + 1] = item end
       end
       fresh = survivors
     end
@@ -366,10 +432,26 @@ function augment.run(options)
   if options.client then
     local stats = options.client:stats()
     local settings = options.client:settings()
+    -- tokens: what this run paid (cache hits are free); tokens_used: the usage behind every reply this data came
+    -- from, cached ones included, which is what the data cost. Per accepted paraphrase, so that per_request and
+    -- prompts compare; cost only with the user's prices (none are built in: they change).
     summary.llm = {model = settings.model, base_url = settings.base_url, requests_sent = stats.requests_sent,
                    cache_hits = stats.cache_hits, retries = stats.retries, failures = stats.failures,
+                   per_request = per_request, request_seed = options.request_seed,
                    tokens = {prompt = stats.prompt_tokens, completion = stats.completion_tokens,
-                             total = stats.total_tokens}}
+                             total = stats.total_tokens},
+                   tokens_used = spent}
+    if summary.accepted > 0 then
+      summary.llm.tokens_per_accepted = {prompt = spent.prompt / summary.accepted,
+                                         completion = spent.completion / summary.accepted,
+                                         total = spent.total / summary.accepted}
+    end
+    local prices = options.prices or {}
+    if (prices.prompt or 0) > 0 or (prices.completion or 0) > 0 then
+      local cost = (spent.prompt * (prices.prompt or 0) + spent.completion * (prices.completion or 0)) / 1e6
+      summary.llm.cost = cost
+      summary.llm.cost_per_accepted = summary.accepted > 0 and cost / summary.accepted or nil
+    end
   end
 
   local reasons = {}

@@ -83,6 +83,10 @@ class FakeServer {
   std::string retry_after = "1";
   std::string retry_after_ms;  // empty: header not sent
   std::int64_t usage_total = 0;  // 0: usage derived from the text sizes
+  // As llama.cpp's server (tests/llm_server): n above its parallel slots is a 400 invalid_request_error, and with
+  // n > 1 its usage counts the first choice's completion tokens only. 0 / false: as the OpenAI API.
+  int max_n = 0;
+  bool usage_first_choice_only = false;
   bool record_requests = true;   // keep bodies and Authorization headers (the benchmark turns this off)
   // The content of a normal answer; unset: reply_for(prompt, choice). `attempt` counts this prompt's requests.
   std::function<std::string(const std::string& prompt, int attempt, int choice)> answer;
@@ -190,6 +194,18 @@ class FakeServer {
     }
     if (reply_seconds > 0) std::this_thread::sleep_for(std::chrono::duration<double>(reply_seconds));
     const int n = body.is_discarded() ? 1 : body.value("n", 1);
+    if (max_n > 0 && n > max_n) {  // llama.cpp's words, field and all
+      response.status = 400;
+      response.set_content(
+          nlohmann::json{{"error",
+                          {{"code", 400},
+                           {"message", "Field 'n': Value must be between 1 <= value <= " + std::to_string(max_n) +
+                                           ", but got " + std::to_string(n)},
+                           {"type", "invalid_request_error"}}}}
+              .dump(),
+          "application/json");
+      return;
+    }
     nlohmann::json choices = nlohmann::json::array();
     // Choices in reverse index order, so that the client has to sort them.
     for (int choice = n - 1; choice >= 0; --choice)
@@ -199,7 +215,8 @@ class FakeServer {
                            {"content", answer ? answer(prompt, attempt, choice) : reply_for(prompt, choice)}}},
                          {"finish_reason", "stop"}});
     const std::int64_t prompt_tokens = usage_total ? usage_total / 2 : std::int64_t(prompt.size() / 4 + 8);
-    const std::int64_t completion_tokens = usage_total ? usage_total - prompt_tokens : std::int64_t(n * 6);
+    const std::int64_t completion_tokens =
+        usage_total ? usage_total - prompt_tokens : std::int64_t((usage_first_choice_only ? 1 : n) * 6);
     const nlohmann::json reply = {
         {"id", "chatcmpl-test"},
         {"object", "chat.completion"},

@@ -277,6 +277,26 @@ TEST_CASE("400 and 404 fail their item at once with the server's message, the re
   CHECK(client.stats().failures == 2);
 }
 
+TEST_CASE("llama.cpp's server: n above its slots fails the item at once with its message, usage as it reports",
+          "[llm][client]") {
+  FakeServer server(kKey);
+  server.max_n = 2;
+  server.usage_first_choice_only = true;
+  Client client(settings_for(server));
+  auto two = ChatRequest::user("two");
+  two.n = 2;
+  auto three = ChatRequest::user("three");
+  three.n = 3;
+  const auto results = client.map({two, three});
+  REQUIRE(results[0].ok());
+  CHECK(results[0].texts.size() == 2);
+  CHECK(results[0].usage.completion_tokens == 6);  // one choice's: what the server says is what is counted
+  CHECK(results[1].outcome == Outcome::failed);
+  CHECK(results[1].http_status == 400);
+  CHECK(results[1].attempts == 1);
+  CHECK_THAT(results[1].error, Catch::Contains("Field 'n': Value must be between 1 <= value <= 2, but got 3"));
+}
+
 TEST_CASE("A 401 stops the whole batch at once, with no retry and a clear message", "[llm][client][abort]") {
   FakeServer server(kKey);
   SECTION("a wrong key: nothing succeeds, at most one wave of requests is sent") {

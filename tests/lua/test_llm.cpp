@@ -510,6 +510,81 @@ TEST_CASE("augment_llm.lua against a local server with every fault: each row com
   CHECK(read_aug(out / "aug.csv").size() == rows.size());
 }
 
+TEST_CASE("augment_llm.lua with per_request and request_seed: the prompt paid once for n paraphrases, one seed per "
+          "pass, tokens and cost per accepted paraphrase",
+          "[lua][llm][recipe]") {
+  TempDir dir("per_request");
+  FakeServer server(kKey);
+  // Distinct per choice and per pass (a pass is the prompt's next request), as a sampling server's.
+  server.answer = [](const std::string& prompt, int attempt, int choice) {
+    return "put another way (" + std::to_string(attempt) + "." + std::to_string(choice) + "), " +
+           trim(text_of(prompt));
+  };
+  ::setenv(kKeyVariable, kKey, 1);
+  const auto settings = std::vector<std::string>{"limit=30", "per_request=3", "request_seed=40", "price_prompt=2",
+                                                 "price_completion=4"};
+  const fs::path out = dir.path / "run";
+  const auto run = run_twostage(recipe_args(server, out, settings), dir.path / "output.txt");
+  INFO(run.output);
+  REQUIRE(run.status == 0);
+  const auto summary = nlohmann::json::parse(read_text(out / "summary.json"));
+  INFO(summary.dump(2));
+  const int target = summary["classes"]["1"]["target"];
+  // Each request brings 3 paraphrases: a third of the requests (rounded up per class) fill both classes.
+  const int per_class_requests = (target + 2) / 3;
+  CHECK(summary["requests"] == 2 * per_class_requests);
+  CHECK(summary["rows_written"] == 2 * target);
+  CHECK(summary["llm"]["per_request"] == 3);
+  std::set<std::int64_t> seeds;
+  for (const auto& body : server.bodies()) {
+    CHECK(body["n"] == 3);
+    seeds.insert(body["seed"].get<std::int64_t>());
+  }
+  // Pass p sends 40 + p: the class of 30 rows with the larger target needs two passes at most here.
+  CHECK(seeds.count(40) == 1);
+  for (auto seed : seeds) CHECK((seed >= 40 && seed < 40 + target));
+  const auto& llm = summary["llm"];
+  const double accepted = summary["accepted"];
+  CHECK(llm["tokens_per_accepted"]["total"].get<double>() ==
+        Approx(llm["tokens_used"]["total"].get<double>() / accepted));
+  CHECK(llm["cost"].get<double>() == Approx((llm["tokens_used"]["prompt"].get<double>() * 2 +
+                                             llm["tokens_used"]["completion"].get<double>() * 4) / 1e6));
+  const auto rows = read_aug(out / "aug.csv");
+  std::set<std::string> texts;
+  for (const auto& row : rows) texts.insert(row.text);
+  CHECK(texts.size() == rows.size());  // the choices of one request are distinct rows
+
+  // The same settings without per_request: one request per paraphrase, and more prompt tokens per accepted one.
+  const fs::path single = dir.path / "single";
+  const auto one = run_twostage(recipe_args(server, single, {"limit=30"}), dir.path / "output1.txt");
+  REQUIRE(one.status == 0);
+  const auto single_summary = nlohmann::json::parse(read_text(single / "summary.json"));
+  CHECK(single_summary["requests"].get<int>() >= 2 * target);
+  CHECK(single_summary["llm"]["tokens_per_accepted"]["prompt"].get<double>() >
+        2 * llm["tokens_per_accepted"]["prompt"].get<double>());
+}
+
+TEST_CASE("augment.similarity_filter: near copies and drifted paraphrases are dropped by the encoder's cosine",
+          "[lua][llm][augment]") {
+  TempDir dir("similarity");
+  Lua lua(dir.path);
+  lua.run(R"(
+    local ts = require "twostage"
+    local augment = require "twostage.augment"
+    local source = "a gorgeous, witty, seductive movie."
+    local near = augment.similarity_filter("data/models/all-minilm-l6-v2", {low = 0.3, high = 0.999})
+    local verdicts, cosines = near({source, source, source},
+                                   {source, "a beautiful, clever and alluring film.", "the invoice is due on monday."})
+    assert(verdicts[1] == "near_copy" and math.abs(cosines[1] - 1) < 1e-5, ts.json_encode(cosines))
+    assert(verdicts[2] == nil, "a paraphrase is kept: " .. ts.json_encode(cosines))
+    assert(cosines[2] > cosines[3] + 0.3, "the paraphrase is closer than an unrelated text: " .. ts.json_encode(cosines))
+    local strict = augment.similarity_filter("data/models/all-minilm-l6-v2", {low = cosines[3] + 1e-3, high = 1.1})
+    assert(strict({source}, {"the invoice is due on monday."})[1] == "drifted")
+    local ok, message = pcall(augment.similarity_filter, "data/models/all-minilm-l6-v2", {low = 0.9, high = 0.5})
+    assert(not ok and message:find("empty"), message)
+  )");
+}
+
 TEST_CASE("augment_llm.lua stops at once on 401 with a clear message and no key in it", "[lua][llm][recipe]") {
   TempDir dir("unauthorized");
   FakeServer server("sk-the-key-the-server-expects");
