@@ -2,8 +2,8 @@
 //   ts.eda{seed = 42, alpha = 0.1, wordnet = PATH}                 -> augmenter; augmenter:augment(text, n) -> list
 //   ts.contextual_augmenter{model = DIR, fraction = 0.15, top_k = 10, seed = 42}
 //                                                                  -> augmenter; :augment(text, n), :augment_many
-//   ts.clean_paraphrase(reply, source[, earlier])                  -> text, or nil, reason, cleaned text
-//   ts.paraphrase_filter()                                         -> filter; :add(source, reply), :counts()
+//   ts.clean_paraphrase(reply, source[, earlier[, prompt]])        -> text, or nil, reason, cleaned text
+//   ts.paraphrase_filter([{prompt = ...}])                         -> filter; :add(source, reply), :counts()
 //   ts.pandas_sample_positions(n, k, seed)                         -> 1-based positions pandas' sample() takes
 #include <cmath>
 
@@ -130,16 +130,21 @@ int push_cleaned(lua_State* L, const llm::Cleaned& cleaned) {
   return 3;
 }
 
-// clean_paraphrase(reply, source[, earlier accepted paraphrases of the same source])
+// clean_paraphrase(reply, source[, earlier accepted paraphrases of the same source[, prompt the reply answers]])
 int clean_paraphrase(lua_State* L) {
   const std::string reply = check_string(L, 1);
   const std::string source = check_string(L, 2);
   const auto earlier = lua_isnoneornil(L, 3) ? std::vector<std::string>{} : check_string_list(L, 3);
-  return push_cleaned(L, llm::clean_paraphrase(reply, source, earlier));
+  const std::string prompt = lua_isnoneornil(L, 4) ? std::string(llm::kDefaultInstruction) : check_string(L, 4);
+  return push_cleaned(L, llm::clean_paraphrase(reply, source, earlier, prompt));
 }
 
+// paraphrase_filter{prompt = the prompt the replies answer (default: the reference's)}: a reply that repeats that
+// prompt's instruction is an echo.
 int filter_new(lua_State* L) {
-  push_new<llm::ParaphraseFilter>(L, kFilterType);
+  check_option_keys(L, 1, {"prompt"}, "paraphrase_filter");
+  const auto prompt = opt_string_field(L, 1, "prompt");
+  push_new<llm::ParaphraseFilter>(L, kFilterType, prompt ? *prompt : std::string(llm::kDefaultInstruction));
   return 1;
 }
 

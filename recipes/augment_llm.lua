@@ -34,7 +34,7 @@ local settings = ts.settings {
   temperature = {1, "sampling temperature (1 is the API default the reference used)", type = "number"},
   max_tokens = {0, "longest reply in tokens (0: the server's default, as the reference)"},
   per_request = {1, "paraphrases asked per request (the API's n; the reference: 1), so the prompt is paid once"},
-  request_seed = {-1, "seed sent with each request, plus its pass number: passes differ, re-runs repeat (-1: none)"},
+  request_seed = {-1, "seed sent with each request, plus pass * per_request: passes differ, re-runs repeat (-1: none)"},
   price_prompt = {0, "USD per million prompt tokens, for summary.json's cost (0: no cost reported)", type = "number"},
   price_completion = {0, "USD per million completion tokens", type = "number"},
   seed = {42, "seed of the down-sampling, the final per-class sample and the offline augmenters"},

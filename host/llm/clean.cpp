@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <sstream>
 
 namespace ts::llm {
 namespace {
@@ -208,7 +209,23 @@ std::string strip_reply(std::string_view reply) {
   return std::string(trim_view(text));
 }
 
-Cleaned clean_paraphrase(std::string_view reply, std::string_view source, const std::vector<std::string>& earlier) {
+std::string echo_marker(std::string_view prompt) {
+  std::string_view instruction = prompt;
+  if (const auto slot = prompt.find("{text}"); slot != std::string_view::npos) {
+    const auto before = prompt.substr(0, slot), after = prompt.substr(slot + 6);
+    instruction = before.size() >= after.size() ? before : after;
+  }
+  std::istringstream words(comparison_form(instruction));
+  std::string word, marker;
+  int count = 0;
+  while (count < 4 && words >> word) {
+    marker += (count++ ? " " : "") + word;
+  }
+  return count >= 3 ? marker : std::string();
+}
+
+Cleaned clean_paraphrase(std::string_view reply, std::string_view source, const std::vector<std::string>& earlier,
+                         std::string_view prompt) {
   Cleaned cleaned;
   cleaned.text = strip_reply(reply);
   if (cleaned.text.empty()) {
@@ -223,7 +240,7 @@ Cleaned clean_paraphrase(std::string_view reply, std::string_view source, const 
       return cleaned;
     }
   }
-  if (form.find("rephrase the following phrase") != std::string::npos) {
+  if (const auto marker = echo_marker(prompt); !marker.empty() && form.find(marker) != std::string::npos) {
     cleaned.rejection = Rejection::echoed_prompt;
     return cleaned;
   }
@@ -241,7 +258,7 @@ Cleaned clean_paraphrase(std::string_view reply, std::string_view source, const 
 }
 
 Cleaned ParaphraseFilter::add(std::string_view source, std::string_view reply) {
-  Cleaned cleaned = clean_paraphrase(reply, source);
+  Cleaned cleaned = clean_paraphrase(reply, source, {}, prompt_);
   auto& accepted = accepted_by_source_[comparison_form(source)];
   if (cleaned.accepted() && !accepted.insert(comparison_form(cleaned.text)).second)
     cleaned.rejection = Rejection::duplicate;

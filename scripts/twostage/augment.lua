@@ -7,7 +7,8 @@
 --      its own cache entry. Requests go out pass by pass, in train order within a pass. A request asks for
 --      `per_request` paraphrases (the API's n), so the prompt is paid once for all of them.
 --   2. Generate: through an LLM client (client:map: concurrent, retried, cached; with `request_seed`, pass p sends
---      seed request_seed + p, so passes are distinct samples and a re-run is reproducible) or an offline augmenter
+--      seed request_seed + p * per_request, so passes are distinct samples and a re-run is reproducible: llama.cpp
+--      samples choice i with seed + i, so each request's choices take seeds of their own) or an offline augmenter
 --      (EDA, masked-LM contextual substitution).
 --   3. Clean: preambles, quotes and list marks are stripped; empty replies, refusals, echoes of the prompt or the
 --      source, and duplicates are rejected, each reason counted; failed requests are counted as "failed".
@@ -157,7 +158,7 @@ local function llm_generator(client, prompt, options)
     for i, request in ipairs(requests) do
       batch[i] = {prompt = augment.prompt_for(prompt, texts[request.row]), sample_index = request.sample_index,
                   n = per_request > 1 and per_request or nil,
-                  seed = options.request_seed and options.request_seed + request.sample_index or nil}
+                  seed = options.request_seed and options.request_seed + request.sample_index * per_request or nil}
     end
     return client:map(batch, {label = options.label or "paraphrase", progress = options.progress})
   end
@@ -299,7 +300,7 @@ function augment.run(options)
     error(("augment.run: per_request %s: expected a whole number of 1 or more"):format(tostring(per_request)), 0)
   end
 
-  local filter = ts.paraphrase_filter()
+  local filter = ts.paraphrase_filter {prompt = prompt}
   local rejected = {}
   for _, reason in ipairs(augment.reasons) do rejected[reason] = 0 end
   local accepted = {}

@@ -87,6 +87,9 @@ class FakeServer {
   // n > 1 its usage counts the first choice's completion tokens only. 0 / false: as the OpenAI API.
   int max_n = 0;
   bool usage_first_choice_only = false;
+  // As llama.cpp's server: a request with a seed is answered as a function of it, choice i as if asked with
+  // seed + i, so that two requests whose seed ranges overlap repeat each other's replies.
+  bool answers_follow_seed = false;
   bool record_requests = true;   // keep bodies and Authorization headers (the benchmark turns this off)
   // The content of a normal answer; unset: reply_for(prompt, choice). `attempt` counts this prompt's requests.
   std::function<std::string(const std::string& prompt, int attempt, int choice)> answer;
@@ -207,12 +210,19 @@ class FakeServer {
       return;
     }
     nlohmann::json choices = nlohmann::json::array();
+    const bool seeded = answers_follow_seed && !body.is_discarded() && body.contains("seed");
+    const auto content = [&](int choice) {
+      if (seeded) {  // of the text after the reference prompt's separator, so that the reply echoes no instruction
+        const auto separator = prompt.rfind("---\n\n");
+        const std::string text = separator == std::string::npos ? prompt : prompt.substr(separator + 5);
+        return "sample " + std::to_string(body["seed"].get<std::int64_t>() + choice) + " of: " + text;
+      }
+      return answer ? answer(prompt, attempt, choice) : reply_for(prompt, choice);
+    };
     // Choices in reverse index order, so that the client has to sort them.
     for (int choice = n - 1; choice >= 0; --choice)
       choices.push_back({{"index", choice},
-                         {"message",
-                          {{"role", "assistant"},
-                           {"content", answer ? answer(prompt, attempt, choice) : reply_for(prompt, choice)}}},
+                         {"message", {{"role", "assistant"}, {"content", content(choice)}}},
                          {"finish_reason", "stop"}});
     const std::int64_t prompt_tokens = usage_total ? usage_total / 2 : std::int64_t(prompt.size() / 4 + 8);
     const std::int64_t completion_tokens =

@@ -60,6 +60,24 @@ TEST_CASE("Empty replies, refusals, echoes and duplicates are rejected with a re
   CHECK(std::string(rejection_name(Rejection::same_as_source)) == "same_as_source");
 }
 
+TEST_CASE("An echo is recognised by the instruction of the prompt the reply answers, not by the default's",
+          "[llm][clean]") {
+  const std::string source = "a gorgeous , witty , seductive movie .";
+  const std::string own = "Paraphrase this movie review and keep its sentiment: {text}";
+  CHECK(echo_marker(own) == "paraphrase this movie review");
+  CHECK(echo_marker(kDefaultInstruction) == "rephrase the following phrase");
+  CHECK(echo_marker("Rewrite: {text}").empty());  // too short to tell an echo from a paraphrase
+  CHECK(clean_paraphrase("Paraphrase this movie review and keep its sentiment: a movie", source, {}, own).rejection ==
+        Rejection::echoed_prompt);
+  // The default prompt's words are no echo of another prompt.
+  CHECK(clean_paraphrase("Rephrase the following phrase, a lovely film", source, {}, own).accepted());
+  ParaphraseFilter filter(own);
+  // (with a colon right after it, the instruction would be stripped as a preamble instead)
+  CHECK(filter.add(source, "paraphrase this movie review and keep it witty and seductive").rejection ==
+        Rejection::echoed_prompt);
+  CHECK(filter.add(source, "A witty, seductive and gorgeous film.").accepted());
+}
+
 TEST_CASE("ParaphraseFilter remembers accepted paraphrases per source and counts outcomes", "[llm][clean]") {
   ParaphraseFilter filter;
   CHECK(filter.add("good movie", "Rephrased: A fine film.").accepted());

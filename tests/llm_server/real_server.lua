@@ -35,6 +35,11 @@ check(info.completion_tokens <= 40, "llama.cpp reports the first choice's comple
 local a = first:chat({{role = "user", content = prompt .. sources[2]}}, {seed = 5, sample_index = 1})
 local b = first:chat({{role = "user", content = prompt .. sources[2]}}, {seed = 5, sample_index = 2})
 check(a == b, "the same seed gives the same reply", {a, b})
+-- llama.cpp samples choice i with seed + i: choice 2 under seed 5 is choice 1 under seed 6 (so augment.lua gives
+-- each request's choices seeds of their own).
+local _, pair = first:chat({{role = "user", content = prompt .. sources[3]}}, {n = 2, seed = 5})
+local next_seed = first:chat({{role = "user", content = prompt .. sources[3]}}, {seed = 6})
+check(pair.texts[2] == next_seed, "choice 2 of seed 5 is choice 1 of seed 6", {pair.texts, next_seed})
 
 -- n above the server's slots: llama.cpp answers 400 invalid_request_error; the item fails with its message and is
 -- not retried.
@@ -49,7 +54,7 @@ for i, source in ipairs(sources) do requests[i] = {prompt = prompt .. source, se
 local results = first:map(requests, {progress = false})
 local paid = first:stats()
 for i, result in ipairs(results) do check(result.ok and result.text:find("%S"), "map item " .. i, result) end
-check(paid.requests_sent == 7 and paid.failures == 1 and paid.prompt_tokens > 0, "stats of the first client", paid)
+check(paid.requests_sent == 9 and paid.failures == 1 and paid.prompt_tokens > 0, "stats of the first client", paid)
 local again = client()
 local cached = again:map(requests, {progress = false})
 local second = again:stats()

@@ -515,11 +515,9 @@ TEST_CASE("augment_llm.lua with per_request and request_seed: the prompt paid on
           "[lua][llm][recipe]") {
   TempDir dir("per_request");
   FakeServer server(kKey);
-  // Distinct per choice and per pass (a pass is the prompt's next request), as a sampling server's.
-  server.answer = [](const std::string& prompt, int attempt, int choice) {
-    return "put another way (" + std::to_string(attempt) + "." + std::to_string(choice) + "), " +
-           trim(text_of(prompt));
-  };
+  // Replies are a function of seed + choice, as llama.cpp's: a pass whose seeds overlapped the previous pass's would
+  // repeat its replies, and they would be rejected as duplicates.
+  server.answers_follow_seed = true;
   ::setenv(kKeyVariable, kKey, 1);
   const auto settings = std::vector<std::string>{"limit=30", "per_request=3", "request_seed=40", "price_prompt=2",
                                                  "price_completion=4"};
@@ -540,9 +538,11 @@ TEST_CASE("augment_llm.lua with per_request and request_seed: the prompt paid on
     CHECK(body["n"] == 3);
     seeds.insert(body["seed"].get<std::int64_t>());
   }
-  // Pass p sends 40 + p: the class of 30 rows with the larger target needs two passes at most here.
+  // Pass p sends 40 + 3p: each request's 3 choices take seeds of their own.
   CHECK(seeds.count(40) == 1);
-  for (auto seed : seeds) CHECK((seed >= 40 && seed < 40 + target));
+  CHECK(seeds.size() > 1);  // the minority class needed several passes
+  for (auto seed : seeds) CHECK((seed - 40) % 3 == 0);
+  CHECK(summary["rejections"]["duplicate"] == 0);
   const auto& llm = summary["llm"];
   const double accepted = summary["accepted"];
   CHECK(llm["tokens_per_accepted"]["total"].get<double>() ==
@@ -556,7 +556,7 @@ TEST_CASE("augment_llm.lua with per_request and request_seed: the prompt paid on
 
   // The same settings without per_request: one request per paraphrase, and more prompt tokens per accepted one.
   const fs::path single = dir.path / "single";
-  const auto one = run_twostage(recipe_args(server, single, {"limit=30"}), dir.path / "output1.txt");
+  const auto one = run_twostage(recipe_args(server, single, {"limit=30", "request_seed=40"}), dir.path / "output1.txt");
   REQUIRE(one.status == 0);
   const auto single_summary = nlohmann::json::parse(read_text(single / "summary.json"));
   CHECK(single_summary["requests"].get<int>() >= 2 * target);

@@ -262,6 +262,11 @@ TEST_CASE("a misspelt option key is an error naming it and the known keys, in ev
     refuses("ts.mlm_corpus", "max_len", function() return ts.mlm_corpus(tok, { data }, { max_len = 16 }) end)
     refuses("eda", "alpah", function() return ts.eda { alpah = 0.1 } end)
     refuses("llm_client", "modle", function() return ts.llm_client { modle = "x" } end)
+    refuses("paraphrase_filter", "promt", function() return ts.paraphrase_filter { promt = "x" } end)
+    -- the filter recognises an echo of the prompt it is given
+    local own = ts.paraphrase_filter { prompt = "Paraphrase this movie review and keep its sentiment: {text}" }
+    local _, reason = own:add("a fine film", "Paraphrase this movie review and keep it a fine film")
+    assert(reason == "echoed_prompt", tostring(reason))
     -- the right keys still pass
     ts.loader(data, tok, { batch_size = 2, max_length = 16, sampler = "random", seed = 3 })
     ts.split(ts.dataset { texts = { "a", "b", "c", "d" }, labels = { 0, 0, 1, 1 }, classes = { "x", "y" } },
