@@ -26,7 +26,8 @@ server_pid=
 trap '[ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; true' EXIT
 serve() {
   rm -f "$out/address"
-  .cache/llm-server/bin/python tests/llm_server/serve.py "$out/address" >"$out/server.log" 2>&1 &
+  # A fixed port: the cache key holds base_url, so a resumed run finds its replies only at the same address.
+  .cache/llm-server/bin/python tests/llm_server/serve.py "$out/address" --port 18473 >"$out/server.log" 2>&1 &
   server_pid=$!
   while [ ! -s "$out/address" ]; do kill -0 "$server_pid"; sleep 0.2; done
   base_url=$(cat "$out/address")

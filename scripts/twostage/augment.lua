@@ -251,194 +251,206 @@ function augment.similarity_filter(folder, options)
   end
 end
 
--- ---- the pipeline -------------------------------------------------------------------------------------------------
+-- ---- the pipeline: run() and its five steps ----------------------------------------------------------------------
 
--- run{train = Dataset, target = "majority", classes = {names}, augmenter = "llm" | "eda" | "mlm" | object,
---     client = llm client (augmenter "llm"), prompt = ..., clean = true, refill_rounds = 3, seed = 42,
---     filter = {model = DIR, confidence = 0.9, device = "cpu"},
---     similarity = {model = DIR, low = 0.5, high = 0.95, device = "cpu"}, per_request = 1, request_seed = nil,
---     prices = {prompt = USD per 1M tokens, completion = ...}, org_ind = {the org_ind of each train row; default:
---     its 0-based row}, out = PATH,
---     summary = PATH, progress = true, allow_short = false}
--- Returns the written rows ({org_ind, text, label, class}) and the summary table. A class still short of its target
--- after the refill rounds is an error naming it and its counts, unless allow_short: then the summary's `short` says
--- how many each class misses. A round whose every request failed is an error with the first request's.
-function augment.run(options)
+-- The job run() works through: its inputs resolved, and what the rounds have gathered so far.
+local function new_job(options)
   local train = assert(options.train, "augment.run: train (a Dataset) is required")
-  local started = ts.clock()
-  local texts, labels, class_names = train:texts(), train:labels(), train:classes()
-  local class_counts = train:class_counts()
-  local fill = augment.fill_classes(class_names, options.classes)
-  local targets = augment.targets(class_counts, fill, options.target or "majority")
-  local prompt = options.prompt or augment.default_prompt
-  local clean = options.clean ~= false
-  local refill_rounds = options.refill_rounds or 0
-  local seed = options.seed or 42
+  local job = {train = train, options = options, started = ts.clock()}
+  job.texts, job.labels, job.class_names = train:texts(), train:labels(), train:classes()
+  job.class_counts = train:class_counts()
+  job.fill = augment.fill_classes(job.class_names, options.classes)
+  job.targets = augment.targets(job.class_counts, job.fill, options.target or "majority")
+  job.prompt = options.prompt or augment.default_prompt
+  job.clean = options.clean ~= false
+  job.seed = options.seed or 42
 
-  local rows_of = {}
-  for _, c in ipairs(fill) do rows_of[c] = {} end
-  for row, label in ipairs(labels) do
-    if rows_of[label] then table.insert(rows_of[label], row) end
+  job.rows_of = {}
+  for _, c in ipairs(job.fill) do job.rows_of[c] = {} end
+  for row, label in ipairs(job.labels) do
+    if job.rows_of[label] then table.insert(job.rows_of[label], row) end
   end
 
-  local kind = options.augmenter or "llm"
-  local generate
-  if type(kind) == "string" and kind == "llm" then
-    generate = llm_generator(assert(options.client, "augment.run: augmenter llm needs a client"), prompt, options)
-  elseif type(kind) == "string" then
-    error(("augment.run: augmenter '%s' is not an object; make it with ts.eda or ts.contextual_augmenter"):format(kind))
+  job.kind = options.augmenter or "llm"
+  if type(job.kind) == "string" and job.kind == "llm" then
+    job.generate = llm_generator(assert(options.client, "augment.run: augmenter llm needs a client"), job.prompt,
+                                 options)
+  elseif type(job.kind) == "string" then
+    error(("augment.run: augmenter '%s' is not an object; make it with ts.eda or ts.contextual_augmenter"):format(
+      job.kind))
   else
-    generate = offline_generator(kind, options.augmenter_name or "augment")
+    job.generate = offline_generator(job.kind, options.augmenter_name or "augment")
   end
-  local keep = options.filter and options.filter.model and options.filter.model ~= "" and
-               augment.classifier_filter(options.filter.model, options.filter)
-  local similar = options.similarity and options.similarity.model and options.similarity.model ~= "" and
-                  augment.similarity_filter(options.similarity.model, options.similarity)
+  job.keep = options.filter and options.filter.model and options.filter.model ~= "" and
+             augment.classifier_filter(options.filter.model, options.filter)
+  job.similar = options.similarity and options.similarity.model and options.similarity.model ~= "" and
+                augment.similarity_filter(options.similarity.model, options.similarity)
   -- Paraphrases per request: only an LLM request returns several.
-  local per_request = kind == "llm" and options.per_request or 1
-  if per_request < 1 or per_request ~= math.floor(per_request) then
-    error(("augment.run: per_request %s: expected a whole number of 1 or more"):format(tostring(per_request)), 0)
+  job.per_request = job.kind == "llm" and options.per_request or 1
+  if job.per_request < 1 or job.per_request ~= math.floor(job.per_request) then
+    error(("augment.run: per_request %s: expected a whole number of 1 or more"):format(tostring(job.per_request)), 0)
   end
 
-  local filter = ts.paraphrase_filter {prompt = prompt}
-  local rejected = {}
-  for _, reason in ipairs(augment.reasons) do rejected[reason] = 0 end
-  local accepted = {}
-  local made, shortfall = {}, {}
-  for _, c in ipairs(fill) do
-    accepted[c], made[c], shortfall[c] = {}, 0, targets[c]
+  job.filter = ts.paraphrase_filter {prompt = job.prompt}
+  job.rejected = {}
+  for _, reason in ipairs(augment.reasons) do job.rejected[reason] = 0 end
+  job.accepted, job.made, job.shortfall = {}, {}, {}
+  for _, c in ipairs(job.fill) do
+    job.accepted[c], job.made[c], job.shortfall[c] = {}, 0, job.targets[c]
   end
-  local requests_total, rounds = 0, 0
-  local spent = {prompt = 0, completion = 0, total = 0}  -- the server's usage of every reply used, cached ones too
-  for round = 0, refill_rounds do
-    -- A refill asks for the shortfall divided by the class's yield so far (at most 4 times the shortfall), so that
-    -- one round usually suffices; the final sample keeps exactly `target` of what it brings. made[c] counts
-    -- requests, each worth per_request paraphrases.
-    local asked = {}
-    for _, c in ipairs(fill) do
-      local yield = made[c] > 0 and #accepted[c] / (made[c] * per_request) or 1
-      asked[c] = shortfall[c] > 0 and math.ceil(shortfall[c] / math.max(yield, 0.25) / per_request) or 0
-    end
-    local planned = augment.plan(rows_of, made, asked)
-    if #planned == 0 then break end
-    rounds = round + 1
-    for _, c in ipairs(fill) do made[c] = made[c] + asked[c] end
-    requests_total = requests_total + #planned
-    if round > 0 then
-      ts.log("augment.refill",
-        ("refill round %d: %d more requests for rejected or failed ones"):format(round, #planned),
-        {round = round, requests = #planned})
-    end
-    local results = generate(planned, texts)
+  job.requests_total, job.rounds = 0, 0
+  job.spent = {prompt = 0, completion = 0, total = 0}  -- the server's usage of every reply used, cached ones too
+  return job
+end
 
-    local fresh = {}
-    local failed, first_failure = 0, nil
-    for i, request in ipairs(planned) do
-      local result = results[i]
-      local source = texts[request.row]
-      if not result.ok then
-        rejected.failed = rejected.failed + per_request
-        failed = failed + 1
-        first_failure = first_failure or result.error
-      else
-        for key in pairs(spent) do spent[key] = spent[key] + (result[key .. "_tokens"] or 0) end
-        -- A server may return fewer choices than asked; each missing one counts as an empty reply.
-        for choice = 1, per_request do
-          local reply = (result.texts and result.texts[choice]) or (choice == 1 and result.text) or ""
-          local text, reason
-          if clean then
-            text, reason = filter:add(source, reply)
-          else
-            text = reply
-            if not text:find("%S") then text, reason = nil, "empty" end
-          end
-          if text then
-            fresh[#fresh + 1] = {row = request.row, class = request.class, text = text}
-          else
-            rejected[reason] = (rejected[reason] or 0) + 1
-          end
+-- Step 1, plan: the requests of one round. A refill asks for the shortfall divided by the class's yield so far (at
+-- most 4 times the shortfall), so that one round usually suffices; the final sample keeps exactly `target` of what
+-- it brings. made[c] counts requests, each worth per_request paraphrases.
+local function plan_round(job)
+  local asked = {}
+  for _, c in ipairs(job.fill) do
+    local yield = job.made[c] > 0 and #job.accepted[c] / (job.made[c] * job.per_request) or 1
+    asked[c] = job.shortfall[c] > 0 and math.ceil(job.shortfall[c] / math.max(yield, 0.25) / job.per_request) or 0
+  end
+  local planned = augment.plan(job.rows_of, job.made, asked)
+  for _, c in ipairs(job.fill) do job.made[c] = job.made[c] + asked[c] end
+  job.requests_total = job.requests_total + #planned
+  return planned
+end
+
+-- Step 3a, clean: each reply of each request cleaned, or counted under its rejection reason. Returns the fresh
+-- paraphrases {row, class, text}. A round in which nothing came back (a wrong model name, a server that answers
+-- every request with an error) would end in an empty or short file, and more rounds would only ask again: an error.
+local function clean_round(job, round, planned, results)
+  local fresh, rejected = {}, job.rejected
+  local failed, first_failure = 0, nil
+  for i, request in ipairs(planned) do
+    local result = results[i]
+    local source = job.texts[request.row]
+    if not result.ok then
+      rejected.failed = rejected.failed + job.per_request
+      failed = failed + 1
+      first_failure = first_failure or result.error
+    else
+      for key in pairs(job.spent) do job.spent[key] = job.spent[key] + (result[key .. "_tokens"] or 0) end
+      -- A server may return fewer choices than asked; each missing one counts as an empty reply.
+      for choice = 1, job.per_request do
+        local reply = (result.texts and result.texts[choice]) or (choice == 1 and result.text) or ""
+        local text, reason
+        if job.clean then
+          text, reason = job.filter:add(source, reply)
+        else
+          text = reply
+          if not text:find("%S") then text, reason = nil, "empty" end
+        end
+        if text then
+          fresh[#fresh + 1] = {row = request.row, class = request.class, text = text}
+        else
+          rejected[reason] = (rejected[reason] or 0) + 1
         end
       end
     end
-    -- A round in which nothing came back (a wrong model name, a server that answers every request with an error)
-    -- would end in an empty or short file; more rounds would only ask again.
-    if failed == #planned then
-      error(("augment: all %d requests of round %d failed; the first: %s"):format(
-        failed, round, tostring(first_failure or "no error given")), 0)
-    end
-    if keep and #fresh > 0 then
-      local fresh_texts, fresh_labels = {}, {}
-      for i, item in ipairs(fresh) do fresh_texts[i], fresh_labels[i] = item.text, item.class end
-      local kept = keep(fresh_texts, fresh_labels, #class_names)
-      local survivors = {}
-      for i, item in ipairs(fresh) do
-        if kept[i] then survivors[#survivors + 1] = item else rejected.classifier = rejected.classifier + 1 end
-      end
-      fresh = survivors
-    end
-    if similar and #fresh > 0 then
-      local sources, fresh_texts = {}, {}
-      for i, item in ipairs(fresh) do sources[i], fresh_texts[i] = texts[item.row], item.text end
-      local verdicts = similar(sources, fresh_texts)
-      local survivors = {}
-      for i, item in ipairs(fresh) do
-        if verdicts[i] then rejected[verdicts[i]] = rejected[verdicts[i]] + 1 else survivors[#survivors + 1] = item end
-      end
-      fresh = survivors
-    end
-    for _, item in ipairs(fresh) do table.insert(accepted[item.class], item) end
-    local short = false
-    for _, c in ipairs(fill) do
-      shortfall[c] = math.max(0, targets[c] - #accepted[c])
-      short = short or shortfall[c] > 0
-    end
-    if not short then break end
   end
+  if failed == #planned then
+    error(("augment: all %d requests of round %d failed; the first: %s"):format(
+      failed, round, tostring(first_failure or "no error given")), 0)
+  end
+  return fresh
+end
 
-  -- Exactly `target` per class (fewer only if still short), chosen as pandas' sample(n=target, random_state=seed).
-  local org_ind = options.org_ind
+-- Step 3b, filter: the classifier's label-consistency check, then the encoder's similarity band.
+local function filter_round(job, fresh)
+  if job.keep and #fresh > 0 then
+    local fresh_texts, fresh_labels = {}, {}
+    for i, item in ipairs(fresh) do fresh_texts[i], fresh_labels[i] = item.text, item.class end
+    local kept = job.keep(fresh_texts, fresh_labels, #job.class_names)
+    local survivors = {}
+    for i, item in ipairs(fresh) do
+      if kept[i] then survivors[#survivors + 1] = item else job.rejected.classifier = job.rejected.classifier + 1 end
+    end
+    fresh = survivors
+  end
+  if job.similar and #fresh > 0 then
+    local sources, fresh_texts = {}, {}
+    for i, item in ipairs(fresh) do sources[i], fresh_texts[i] = job.texts[item.row], item.text end
+    local verdicts = job.similar(sources, fresh_texts)
+    local survivors = {}
+    for i, item in ipairs(fresh) do
+      if verdicts[i] then
+        job.rejected[verdicts[i]] = job.rejected[verdicts[i]] + 1
+      else
+        survivors[#survivors + 1] = item
+      end
+    end
+    fresh = survivors
+  end
+  return fresh
+end
+
+-- Keeps the round's survivors; true while some class is still short of its target.
+local function still_short(job, fresh)
+  for _, item in ipairs(fresh) do table.insert(job.accepted[item.class], item) end
+  local short = false
+  for _, c in ipairs(job.fill) do
+    job.shortfall[c] = math.max(0, job.targets[c] - #job.accepted[c])
+    short = short or job.shortfall[c] > 0
+  end
+  return short
+end
+
+-- Step 5a, sample: exactly `target` per class (fewer only if still short), chosen as pandas'
+-- sample(n=target, random_state=seed). Returns the rows to write, per-class counts, and what short classes miss.
+local function sample(job)
+  local org_ind = job.options.org_ind
   local written, per_class, missing, short_classes = {}, {}, {}, {}
-  for _, c in ipairs(fill) do
-    local pool = accepted[c]
-    local take = math.min(targets[c], #pool)
-    for _, position in ipairs(ts.pandas_sample_positions(#pool, take, seed)) do
+  for _, c in ipairs(job.fill) do
+    local name = job.class_names[c + 1]
+    local pool = job.accepted[c]
+    local take = math.min(job.targets[c], #pool)
+    for _, position in ipairs(ts.pandas_sample_positions(#pool, take, job.seed)) do
       local item = pool[position]
       written[#written + 1] = {org_ind = org_ind and org_ind[item.row] or item.row - 1, text = item.text,
-                               label = class_names[c + 1], class = c}
+                               label = name, class = c}
     end
-    per_class[class_names[c + 1]] = {rows = class_counts[c + 1], target = targets[c], requests = made[c],
-                                     accepted = #pool, written = take}
-    if take < targets[c] then
-      missing[class_names[c + 1]] = targets[c] - take
-      short_classes[#short_classes + 1] = ("class '%s' has %d of its target %d rows"):format(class_names[c + 1], take,
-                                                                                            targets[c])
+    per_class[name] = {rows = job.class_counts[c + 1], target = job.targets[c], requests = job.made[c],
+                       accepted = #pool, written = take}
+    if take < job.targets[c] then
+      missing[name] = job.targets[c] - take
+      short_classes[#short_classes + 1] = ("class '%s' has %d of its target %d rows"):format(name, take,
+                                                                                            job.targets[c])
     end
   end
+  return written, per_class, missing, short_classes
+end
 
+-- Step 5b, the summary: counts, rejections, and for an LLM what was paid. tokens: what this run paid (cache hits
+-- are free); tokens_used: the usage behind every reply this data came from, cached ones included, which is what the
+-- data cost. Per accepted paraphrase, so that per_request and prompts compare; cost only with the user's prices
+-- (none are built in: they change).
+local function summarize(job, written, per_class, missing)
+  local options = job.options
   local summary = {
-    augmenter = type(kind) == "string" and kind or (options.augmenter_name or "offline"),
-    train_rows = #train,
+    augmenter = type(job.kind) == "string" and job.kind or (options.augmenter_name or "offline"),
+    train_rows = #job.train,
     classes = per_class,
-    requests = requests_total,
-    rounds = rounds,
-    rejections = rejected,
+    requests = job.requests_total,
+    rounds = job.rounds,
+    rejections = job.rejected,
     accepted = 0,
     rows_written = #written,
     short = next(missing) and missing or nil,
     allow_short = options.allow_short == true,
-    seconds = ts.clock() - started,
-    clean = clean,
+    seconds = ts.clock() - job.started,
+    clean = job.clean,
   }
-  for _, c in ipairs(fill) do summary.accepted = summary.accepted + #accepted[c] end
+  for _, c in ipairs(job.fill) do summary.accepted = summary.accepted + #job.accepted[c] end
   if options.client then
     local stats = options.client:stats()
     local settings = options.client:settings()
-    -- tokens: what this run paid (cache hits are free); tokens_used: the usage behind every reply this data came
-    -- from, cached ones included, which is what the data cost. Per accepted paraphrase, so that per_request and
-    -- prompts compare; cost only with the user's prices (none are built in: they change).
+    local spent = job.spent
     summary.llm = {model = settings.model, base_url = settings.base_url, requests_sent = stats.requests_sent,
                    cache_hits = stats.cache_hits, retries = stats.retries, failures = stats.failures,
-                   per_request = per_request, request_seed = options.request_seed,
+                   per_request = job.per_request, request_seed = options.request_seed,
                    tokens = {prompt = stats.prompt_tokens, completion = stats.completion_tokens,
                              total = stats.total_tokens},
                    tokens_used = spent}
@@ -454,25 +466,29 @@ function augment.run(options)
       summary.llm.cost_per_accepted = summary.accepted > 0 and cost / summary.accepted or nil
     end
   end
+  return summary
+end
 
+-- Step 5c, write: aug.csv and summary.json, and the log's account. The promise is exactly `target` rows per class:
+-- a short class fails the run (its summary.json says why) unless the caller accepts fewer.
+local function write(job, written, summary, missing, short_classes)
+  local options = job.options
   local reasons = {}
   for _, reason in ipairs(augment.reasons) do
-    if rejected[reason] > 0 then reasons[#reasons + 1] = ("%s %d"):format(reason, rejected[reason]) end
+    if job.rejected[reason] > 0 then reasons[#reasons + 1] = ("%s %d"):format(reason, job.rejected[reason]) end
   end
   local rejections = #reasons > 0 and table.concat(reasons, ", ") or "none"
-  -- The promise is exactly `target` rows per class: a short class fails the run (its summary.json says why) unless
-  -- the caller accepts fewer.
   if summary.short and not options.allow_short then
     if options.summary then ts.write_file(options.summary, ts.json_encode(summary, 2)) end
     error(("augment: after %d round(s), %s (rejected: %s); raise refill_rounds, or set allow_short=true to accept "
-           .. "fewer"):format(rounds, table.concat(short_classes, "; "), rejections), 0)
+           .. "fewer"):format(job.rounds, table.concat(short_classes, "; "), rejections), 0)
   end
   if options.out then
     ts.write_file(options.out, augment.csv(written))
     summary.out = options.out
   end
   local message = ("%d rows written from %d requests in %d round(s); rejected: %s"):format(
-    #written, requests_total, rounds, rejections)
+    #written, job.requests_total, job.rounds, rejections)
   if summary.llm then
     message = message .. ("; %d HTTP requests, %d cache hits, %d retries, %d tokens"):format(
       summary.llm.requests_sent, summary.llm.cache_hits, summary.llm.retries, summary.llm.tokens.total)
@@ -483,6 +499,36 @@ function augment.run(options)
            "warn")
   end
   if options.summary then ts.write_file(options.summary, ts.json_encode(summary, 2)) end
+end
+
+-- run{train = Dataset, target = "majority", classes = {names}, augmenter = "llm" | "eda" | "mlm" | object,
+--     client = llm client (augmenter "llm"), prompt = ..., clean = true, refill_rounds = 3, seed = 42,
+--     filter = {model = DIR, confidence = 0.9, device = "cpu"},
+--     similarity = {model = DIR, low = 0.5, high = 0.95, device = "cpu"}, per_request = 1, request_seed = nil,
+--     prices = {prompt = USD per 1M tokens, completion = ...}, org_ind = {the org_ind of each train row; default:
+--     its 0-based row}, out = PATH,
+--     summary = PATH, progress = true, allow_short = false}
+-- Returns the written rows ({org_ind, text, label, class}) and the summary table. A class still short of its target
+-- after the refill rounds is an error naming it and its counts, unless allow_short: then the summary's `short` says
+-- how many each class misses. A round whose every request failed is an error with the first request's.
+function augment.run(options)
+  local job = new_job(options)
+  -- Step 4, refill: round 0 is the plan; each later round asks again for what rejections left short.
+  for round = 0, options.refill_rounds or 0 do
+    local planned = plan_round(job)
+    if #planned == 0 then break end
+    job.rounds = round + 1
+    if round > 0 then
+      ts.log("augment.refill",
+        ("refill round %d: %d more requests for rejected or failed ones"):format(round, #planned),
+        {round = round, requests = #planned})
+    end
+    local results = job.generate(planned, job.texts)  -- step 2, generate
+    if not still_short(job, filter_round(job, clean_round(job, round, planned, results))) then break end
+  end
+  local written, per_class, missing, short_classes = sample(job)
+  local summary = summarize(job, written, per_class, missing)
+  write(job, written, summary, missing, short_classes)
   return written, summary
 end
 

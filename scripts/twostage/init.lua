@@ -8,6 +8,7 @@ local lazy = {
   experiment = "twostage.experiment",
   train = "twostage.train",
   progress = "twostage.progress",
+  pretrain = "twostage.pretrain",
 }
 
 local ts = setmetatable({}, {

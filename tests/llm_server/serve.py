@@ -1,6 +1,6 @@
 """llama.cpp's OpenAI-compatible server on 127.0.0.1, on a free port, with SmolLM2-135M-Instruct (Q4_1).
 
-    serve.py ADDRESS_FILE [--parallel N] [--threads N]
+    serve.py ADDRESS_FILE [--parallel N] [--threads N] [--port N]
 
 Writes the base URL (http://127.0.0.1:PORT/v1) to ADDRESS_FILE once the model is loaded and the server answers, then
 serves until SIGTERM or SIGINT, or until its parent dies (so a killed test leaves no server behind).
@@ -28,6 +28,8 @@ def main():
     parser.add_argument("address_file")
     parser.add_argument("--parallel", type=int, default=2, help="slots: requests decoded at once, and the largest n")
     parser.add_argument("--threads", type=int, default=2)
+    # The cache key holds base_url, port included: a run that resumes from its cache needs the same port again.
+    parser.add_argument("--port", type=int, default=0, help="0: a free port the system picks")
     args = parser.parse_args()
 
     params = xllamacpp.CommonParams()
@@ -37,7 +39,7 @@ def main():
     params.cpuparams.n_threads = args.threads
     params.cpuparams_batch.n_threads = args.threads
     params.hostnames = ["127.0.0.1"]
-    params.port = 0  # the system picks a free one
+    params.port = args.port
     server = xllamacpp.Server(params)
     base = server.listening_address
     with urllib.request.urlopen(base + "/health", timeout=30) as reply:
