@@ -34,8 +34,10 @@ fi
 
 if [ ! -f build-libtorch2/build.ninja ]; then
   # One CUDA architecture is enough to prove the CUDA path compiles and links; users set their own.
+  # rpath-link: the linker must see the libraries libtorch_cuda.so itself needs, which no -L names.
   cmake -S . -B build-libtorch2 -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$PWD/$root/torch" \
-    -DCMAKE_CUDA_COMPILER="$cuda/bin/nvcc" -DCMAKE_CUDA_ARCHITECTURES=75 >/dev/null
+    -DCMAKE_CUDA_COMPILER="$cuda/bin/nvcc" -DCMAKE_CUDA_ARCHITECTURES=75 \
+    -DCMAKE_EXE_LINKER_FLAGS="-Wl,-rpath-link,$PWD/$root/nvidia-lib:$PWD/$root/torch/lib:$cuda/lib64" >/dev/null
 fi
 # The build runs the test binaries too (Catch's test discovery), so the libraries must be found from here on.
 export LD_LIBRARY_PATH="$PWD/$root/nvidia-lib:$PWD/$root/torch/lib:$cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

@@ -199,6 +199,23 @@ int method_num_layers(lua_State* L) {
   return 1;
 }
 
+// top_layers(k) -> the parameter patterns of the top k encoder layers, the pooler and the head (k = 0: pooler and
+// head): what the reference's stage 1 trains with k = 1.
+int method_top_layers(lua_State* L) {
+  const auto k = static_cast<int64_t>(luaL_checknumber(L, 2));
+  push_json(L, train::top_layer_patterns(self(L).module->config.num_hidden_layers, k));
+  return 1;
+}
+
+// first_trainable_layer() -> the lowest encoder layer that trains when nothing below it does (0-based; the number
+// of layers when none does), or nil when the embeddings train: where a cached frozen trunk can stop.
+int method_first_trainable_layer(lua_State* L) {
+  const auto& model = self(L).module;
+  const auto layer = train::first_trainable_layer(*model, model->config.num_hidden_layers);
+  if (layer) lua_pushnumber(L, static_cast<lua_Number>(*layer)); else lua_pushnil(L);
+  return 1;
+}
+
 // save(folder[, {fp16 = false}]): a folder transformers' from_pretrained loads.
 int method_save(lua_State* L) {
   auto& model = self(L);
@@ -265,6 +282,8 @@ void open(lua_State* L) {
                                      {"reset_head", guarded<method_reset_head>},
                                      {"config", guarded<method_config>},
                                      {"num_layers", guarded<method_num_layers>},
+                                     {"top_layers", guarded<method_top_layers>},
+                                     {"first_trainable_layer", guarded<method_first_trainable_layer>},
                                      {"save", guarded<method_save>},
                                      {"to", guarded<method_to>},
                                      {"snapshot", guarded<method_snapshot>},

@@ -139,10 +139,11 @@ Optimizer& optimizer_at(lua_State* L, int index) { return check<Optimizer>(L, in
 
 // optimizer(model | {module, ...}, {kind = "adamw" | "adamw_hf" | "sgd", lr = 1e-5, weight_decay = 0,
 //                                  betas = {0.9, 0.999}, eps = 1e-8, momentum = 0, nesterov = false,
-//                                  no_decay = {"bias", "LayerNorm.weight"}?})
+//                                  no_decay = {"bias", "LayerNorm.weight"}?, trainable = {patterns}?})
 //   -> optimizer
-// Optimises the parameters that are trainable now (set_trainable first). Patterns in no_decay name parameters
-// kept out of weight decay.
+// Optimises the parameters that `trainable` names (set_trainable(trainable) on the model first, so that what is
+// optimised and what receives gradients are the same selection; {"*"}: all), or without it those trainable now.
+// Patterns in no_decay name parameters kept out of weight decay.
 int optimizer_new(lua_State* L) {
   // A model, or a list of modules trained together ({model, detection_head}).
   std::vector<torch::nn::Module*> modules;
@@ -158,8 +159,15 @@ int optimizer_new(lua_State* L) {
   }
   luaL_checktype(L, 2, LUA_TTABLE);
   Optimizer optimizer;
-  check_option_keys(L, 2, {"kind", "lr", "weight_decay", "eps", "momentum", "nesterov", "betas", "no_decay"},
+  check_option_keys(L, 2,
+                    {"kind", "lr", "weight_decay", "eps", "momentum", "nesterov", "betas", "no_decay", "trainable"},
                     "ts.optimizer");
+  lua_getfield(L, 2, "trainable");
+  if (!lua_isnil(L, -1)) {
+    if (modules.size() != 1) fail("optimizer: trainable selects the parameters of one model, not of a list");
+    train::set_trainable(*modules.front(), check_string_list(L, lua_gettop(L)));
+  }
+  lua_pop(L, 1);
   auto& config = optimizer.config;
   config.kind = opt_string_field(L, 2, "kind").value_or("adamw");
   config.lr = opt_number_field(L, 2, "lr").value_or(config.lr);

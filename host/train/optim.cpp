@@ -93,6 +93,21 @@ std::vector<std::string> top_layer_patterns(int64_t num_layers, int64_t k, const
   return out;
 }
 
+std::optional<int64_t> first_trainable_layer(const torch::nn::Module& module, int64_t num_layers,
+                                             const std::string& layer_prefix, const std::string& embeddings_prefix) {
+  int64_t lowest = num_layers;
+  const std::string layer_start = layer_prefix + ".";
+  for (const auto& item : module.named_parameters(true)) {
+    if (!item.value().requires_grad()) continue;
+    const std::string& name = item.key();
+    if (name.rfind(embeddings_prefix + ".", 0) == 0) return std::nullopt;
+    if (name.rfind(layer_start, 0) != 0) continue;
+    const auto end = name.find('.', layer_start.size());
+    lowest = std::min<int64_t>(lowest, std::stoll(name.substr(layer_start.size(), end - layer_start.size())));
+  }
+  return lowest;
+}
+
 int64_t set_trainable(torch::nn::Module& module, const std::vector<std::string>& patterns) {
   const auto names = select_parameter_names(module, patterns);
   auto named = module.named_parameters(true);
@@ -260,26 +275,6 @@ double clip_grad_norm_and_step(torch::optim::Optimizer& optimizer, const std::ve
   const auto clipping = clipping_of(parameters, max_norm);
   fused->step_scaled(static_cast<float>(clipping.coefficient));
   return clipping.norm;
-}
-
-GradientAccumulator::GradientAccumulator(int64_t steps) : steps_(steps) {
-  if (steps < 1) fail("gradient accumulation steps must be >= 1, got {}", steps);
-}
-
-bool GradientAccumulator::micro_step() {
-  if (++pending_ < steps_) return false;
-  pending_ = 0;
-  return true;
-}
-
-bool GradientAccumulator::flush() {
-  const bool any = pending_ > 0;
-  pending_ = 0;
-  return any;
-}
-
-int64_t GradientAccumulator::updates_per_epoch(int64_t micro_batches) const {
-  return (micro_batches + steps_ - 1) / steps_;
 }
 
 }  // namespace ts::train

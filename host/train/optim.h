@@ -1,8 +1,9 @@
 #pragma once
-// Optimisers over a chosen set of parameters, learning-rate schedules (Hugging Face semantics), gradient clipping
-// and gradient accumulation.
+// Optimisers over a chosen set of parameters, learning-rate schedules (Hugging Face semantics) and gradient clipping.
+// Gradient accumulation is loop policy: train.fit's, in scripts/twostage/train.lua.
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,12 @@ std::vector<torch::Tensor> select_parameters(const torch::nn::Module& module, co
 std::vector<std::string> top_layer_patterns(int64_t num_layers, int64_t k,
                                             const std::string& layer_prefix = "bert.encoder.layer",
                                             const std::vector<std::string>& above = {"bert.pooler", "classifier"});
+
+// The lowest encoder layer with a trainable parameter when nothing below it trains, so that the trunk below can be
+// run once and cached: `num_layers` when no layer trains, nullopt when an embedding parameter does.
+std::optional<int64_t> first_trainable_layer(const torch::nn::Module& module, int64_t num_layers,
+                                             const std::string& layer_prefix = "bert.encoder.layer",
+                                             const std::string& embeddings_prefix = "bert.embeddings");
 
 // requires_grad = true on the parameters matching `patterns`, false on every other; returns how many tensors are
 // trainable. Patterns {"*"} unfreeze everything.
@@ -115,24 +122,5 @@ double clip_grad_norm(const std::vector<torch::Tensor>& parameters, double max_n
 // optimiser's, it clips and steps as two passes. Returns the norm before clipping.
 double clip_grad_norm_and_step(torch::optim::Optimizer& optimizer, const std::vector<torch::Tensor>& parameters,
                                double max_norm);
-
-// Gradient accumulation over `steps` micro-batches: scale each micro-batch loss by loss_scale(), call
-// micro_step() after backward(); when it returns true, clip, step the optimizer and the schedule, and zero the grads.
-// At the end of an epoch, flush() says whether a partial group is pending (then step once more).
-class GradientAccumulator {
- public:
-  explicit GradientAccumulator(int64_t steps);
-  double loss_scale() const { return 1.0 / static_cast<double>(steps_); }
-  bool micro_step();
-  bool flush();
-  int64_t pending() const { return pending_; }
-  int64_t steps() const { return steps_; }
-  // Optimizer updates for an epoch of `micro_batches` batches (the last partial group counts as one when flushed).
-  int64_t updates_per_epoch(int64_t micro_batches) const;
-
- private:
-  int64_t steps_;
-  int64_t pending_ = 0;
-};
 
 }  // namespace ts::train

@@ -2,7 +2,7 @@
 --
 --   local train = require "twostage.train"
 --   train.fit(model, loader, { name = "stage 1", epochs = 1, lr = 1e-4, loss = ts.loss { kind = "ce" },
---                              trainable = train.top_layers(model, 1) })
+--                              trainable = model:top_layers(1) })
 --   local metrics, logits = train.evaluate(model, test_loader)
 --
 -- Optimisation follows the reference: AdamW, a fresh optimiser and schedule per fit, linear decay per optimiser
@@ -12,38 +12,15 @@ local Progress = require "twostage.progress"
 
 local train = {}
 
--- The parameter patterns of "the top k encoder layers, the pooler and the head" (k = 0: pooler and head).
-function train.top_layers(model, k)
-  local layers = model:num_layers()
-  if k < 0 or k > layers then error(string.format("top_layers: k = %d, the model has %d layers", k, layers), 2) end
-  local patterns = {}
-  for layer = layers - k, layers - 1 do patterns[#patterns + 1] = "bert.encoder.layer." .. layer end
-  patterns[#patterns + 1] = "bert.pooler"
-  patterns[#patterns + 1] = "classifier"
-  return patterns
-end
-
--- What a recipe's `unfreeze` setting names: a number k (the top k layers, as top_layers) or a comma-separated list
--- of parameter name patterns ("classifier,bert.pooler,bert.encoder.layer.11").
+-- What a recipe's `unfreeze` setting names: a number k (the top k layers, the pooler and the head:
+-- model:top_layers(k)) or a comma-separated list of parameter name patterns ("classifier,bert.pooler,...").
 function train.unfreeze_patterns(model, spec)
   local k = tonumber(spec)
-  if k then return train.top_layers(model, k) end
+  if k then return model:top_layers(k) end
   local patterns = {}
   for pattern in tostring(spec):gmatch("[^,%s]+") do patterns[#patterns + 1] = pattern end
   if #patterns == 0 then error("unfreeze: no patterns in '" .. tostring(spec) .. "'", 2) end
   return patterns
-end
-
--- The lowest encoder layer that trains, when nothing below it does (so the trunk below can be cached); nil when the
--- embeddings train.
-local function first_trainable_layer(model)
-  local lowest = model:num_layers()
-  for _, name in ipairs(model:trainable_parameters()) do
-    if name:find("^bert%.embeddings%.") then return nil end
-    local layer = name:match("^bert%.encoder%.layer%.(%d+)%.")
-    if layer then lowest = math.min(lowest, tonumber(layer)) end
-  end
-  return lowest
 end
 
 -- evaluate(model, loader[, {adjust = {counts = {...}, tau = 1}}]) -> metrics, logits
@@ -106,12 +83,16 @@ function train.fit(model, loader, options)
 
   local trainable = options.trainable or "all"
   if trainable == "all" or trainable == "*" then trainable = { "*" } end
-  model:set_trainable(trainable)
+  -- The optimiser is given the stage's selection, and makes it the model's trainable set: one selection for both.
+  local optimizer_options = { kind = "adamw", lr = options.lr }
+  for key, value in pairs(options.optimizer or {}) do optimizer_options[key] = value end
+  optimizer_options.lr, optimizer_options.trainable = options.lr, trainable
+  local optimizer = native.optimizer(model, optimizer_options)
   model:train()
 
   local cached_bytes
   if options.cache_frozen then
-    local start_layer = first_trainable_layer(model)
+    local start_layer = model:first_trainable_layer()
     if not start_layer or start_layer == 0 then
       native.log("stage", name .. ": cache_frozen: nothing frozen to cache (the embeddings or layer 0 train)", {})
     else
@@ -122,14 +103,13 @@ function train.fit(model, loader, options)
   end
 
   local accumulate = options.accumulate or 1
+  if accumulate < 1 or accumulate ~= math.floor(accumulate) then
+    error(string.format("fit: accumulate %s: expected a whole number of batches, 1 or more", tostring(accumulate)), 2)
+  end
   local batches_per_epoch = loader:batches(1)
   local updates_per_epoch = math.ceil(batches_per_epoch / accumulate)
   local total_steps = options.total_steps or updates_per_epoch * epochs
   local warmup = options.warmup_steps or math.floor((options.warmup_ratio or 0) * total_steps)
-  local optimizer_options = { kind = "adamw", lr = options.lr }
-  for key, value in pairs(options.optimizer or {}) do optimizer_options[key] = value end
-  optimizer_options.lr = options.lr
-  local optimizer = native.optimizer(model, optimizer_options)
   local schedule = native.schedule(optimizer, { kind = options.schedule or "linear", warmup_steps = warmup,
     total_steps = total_steps })
   local clip = options.clip == nil and 1.0 or options.clip

@@ -156,7 +156,7 @@ TEST_CASE("fit learns a separable task, and with cache_frozen the top trains to 
       local model = ts.classifier_from_config(config, { num_labels = 2, head = "paper" })
       local loader = ts.loader(data, tok, { batch_size = 8, seed = 9 })
       local history = ts.train.fit(model, loader, { name = "stage 1", epochs = 10, lr = 3e-3,
-        loss = ts.loss { kind = "ce" }, trainable = ts.train.top_layers(model, 1), cache_frozen = cache_frozen })
+        loss = ts.loss { kind = "ce" }, trainable = model:top_layers(1), cache_frozen = cache_frozen })
       local eval_loader = ts.loader(data, tok, { batch_size = 16, sampler = "sequential" })
       local metrics, logits = ts.train.evaluate(model, eval_loader)
       return metrics, logits, history
@@ -271,5 +271,60 @@ TEST_CASE("a misspelt option key is an error naming it and the known keys, in ev
     ts.loader(data, tok, { batch_size = 2, max_length = 16, sampler = "random", seed = 3 })
     ts.split(ts.dataset { texts = { "a", "b", "c", "d" }, labels = { 0, 0, 1, 1 }, classes = { "x", "y" } },
              { fraction = 0.5, seed = 1 })
+  )");
+}
+
+TEST_CASE("the model says what its top layers are and where training starts, for the stage-1 selection and the cache") {
+  lua(R"(
+    local model = ts.classifier_from_config({ vocab_size = 100, hidden_size = 16, num_hidden_layers = 3,
+      num_attention_heads = 2, intermediate_size = 32 }, { num_labels = 2 })
+    local top = model:top_layers(1)
+    assert(#top == 3 and top[1] == "bert.encoder.layer.2" and top[2] == "bert.pooler" and top[3] == "classifier",
+           ts.json_encode(top))
+    assert(#model:top_layers(0) == 2 and model:top_layers(3)[1] == "bert.encoder.layer.0")
+    local ok, message = pcall(model.top_layers, model, 4)
+    assert(not ok and message:find("top 4 layers asked of a model with 3 layers", 1, true), message)
+    assert(model:first_trainable_layer() == nil, "the embeddings train")
+    model:set_trainable(model:top_layers(2))
+    assert(model:first_trainable_layer() == 1)
+    model:set_trainable(model:top_layers(0))
+    assert(model:first_trainable_layer() == 3, "no layer trains: the whole trunk can be cached")
+    -- ts.optimizer given the selection makes it the model's trainable set and optimises exactly that
+    model:set_trainable({ "*" })
+    local optimizer = ts.optimizer(model, { lr = 1e-3, trainable = model:top_layers(1) })
+    assert(model:first_trainable_layer() == 2 and optimizer:parameter_count() == model:trainable_count(),
+           optimizer:parameter_count() .. " " .. model:trainable_count())
+  )");
+}
+
+TEST_CASE("fit's gradient accumulation: k batches of n make one update equal to a batch of k*n, a partial group counts") {
+  lua(R"(
+    local texts, labels = {}, {}
+    for i = 1, 16 do
+      texts[i] = i % 2 == 0 and ("a good film, take " .. i) or ("a dull film " .. string.rep("and long ", i % 5))
+      labels[i] = i % 2
+    end
+    local data = ts.dataset { texts = texts, labels = labels }
+    local tok = ts.tokenizer("data/vocab/bert-base-uncased")
+    local config = { vocab_size = 30522, hidden_size = 16, num_hidden_layers = 1, num_attention_heads = 2,
+                     intermediate_size = 32, hidden_dropout_prob = 0, attention_probs_dropout_prob = 0 }
+    local function trained(batch_size, accumulate)
+      ts.manual_seed(5)
+      local model = ts.classifier_from_config(config, { num_labels = 2, head = "hf" })
+      local history = ts.train.fit(model, ts.loader(data, tok, { batch_size = batch_size, sampler = "sequential" }),
+        { name = "fit", epochs = 1, lr = 1e-2, loss = ts.loss { kind = "ce" }, accumulate = accumulate })
+      local _, logits = ts.train.evaluate(model, ts.loader(data, tok, { sampler = "sequential" }))
+      return history, logits
+    end
+    local whole, expected = trained(8, 1)
+    local accumulated, logits = trained(4, 2)
+    assert(whole.steps == 2 and accumulated.steps == 2, whole.steps .. " " .. accumulated.steps)
+    local largest = (logits - expected):abs():max()
+    assert(largest < 1e-5, "accumulated updates differ by " .. largest)
+    -- 16 rows in batches of 3 are 6 batches: groups of 4 make one full update and one partial.
+    local partial = trained(3, 4)
+    assert(partial.steps == 2, partial.steps)
+    local ok, message = pcall(trained, 4, 0)
+    assert(not ok and message:find("accumulate 0", 1, true), message)
   )");
 }

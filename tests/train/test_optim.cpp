@@ -1,4 +1,4 @@
-// Parameter selection, optimisers, schedules, clipping and accumulation.
+// Parameter selection, optimisers, schedules and clipping (accumulation: tests/lua/test_training.cpp, train.fit's).
 #include <cmath>
 #include <sstream>
 
@@ -202,7 +202,7 @@ TEST_CASE("clip_grad_norm_and_step is clip_grad_norm then step, bit for bit", "[
   }
 }
 
-TEST_CASE("AdamW with a per-step linear schedule, clipping, accumulation", "[optim]") {
+TEST_CASE("AdamW with a per-step linear schedule and clipping", "[optim]") {
   auto w = torch::ones({3}, torch::kFloat32).requires_grad_(true);
   OptimizerConfig config;
   config.lr = 1e-1;
@@ -241,16 +241,6 @@ TEST_CASE("AdamW with a per-step linear schedule, clipping, accumulation", "[opt
   CHECK(static_cast<const torch::optim::SGDOptions&>(sgd->param_groups()[0].options()).momentum() == 0.9);
   config.kind = "lamb";
   CHECK_THROWS_WITH(make_optimizer({w}, config), Catch::Contains("unknown optimizer \"lamb\""));
-
-  GradientAccumulator accumulate(3);
-  CHECK(accumulate.loss_scale() == Approx(1.0 / 3.0));
-  std::vector<bool> steps;
-  for (int i = 0; i < 7; ++i) steps.push_back(accumulate.micro_step());
-  CHECK(steps == std::vector<bool>{false, false, true, false, false, true, false});
-  CHECK(accumulate.flush());
-  CHECK_FALSE(accumulate.flush());
-  CHECK(accumulate.updates_per_epoch(7) == 3);
-  CHECK_THROWS_AS(GradientAccumulator(0), ts::Error);
 }
 
 TEST_CASE("parameters in the no-decay group are not decayed, the others are") {
