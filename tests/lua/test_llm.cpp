@@ -219,6 +219,15 @@ std::vector<std::string> recipe_args(const FakeServer& server, const fs::path& o
   return args;
 }
 
+// Runs recipes/augment_llm.lua against `server` into `out`, requires it to succeed, and returns its summary.json.
+nlohmann::json augment_summary(const FakeServer& server, const fs::path& out, std::vector<std::string> settings,
+                               const fs::path& output) {
+  const auto run = run_twostage(recipe_args(server, out, std::move(settings)), output);
+  INFO(run.output);
+  REQUIRE(run.status == 0);
+  return nlohmann::json::parse(read_text(out / "summary.json"));
+}
+
 // A TSV of `rows` distinct sentences, labels alternating 0 and 1.
 void write_tsv(const fs::path& path, int rows) {
   std::ofstream out(path);
@@ -522,10 +531,7 @@ TEST_CASE("augment_llm.lua with per_request and request_seed: the prompt paid on
   const auto settings = std::vector<std::string>{"limit=30", "per_request=3", "request_seed=40", "price_prompt=2",
                                                  "price_completion=4"};
   const fs::path out = dir.path / "run";
-  const auto run = run_twostage(recipe_args(server, out, settings), dir.path / "output.txt");
-  INFO(run.output);
-  REQUIRE(run.status == 0);
-  const auto summary = nlohmann::json::parse(read_text(out / "summary.json"));
+  const auto summary = augment_summary(server, out, settings, dir.path / "output.txt");
   INFO(summary.dump(2));
   const int target = summary["classes"]["1"]["target"];
   // Each request brings 3 paraphrases: a third of the requests (rounded up per class) fill both classes.
@@ -555,10 +561,8 @@ TEST_CASE("augment_llm.lua with per_request and request_seed: the prompt paid on
   CHECK(texts.size() == rows.size());  // the choices of one request are distinct rows
 
   // The same settings without per_request: one request per paraphrase, and more prompt tokens per accepted one.
-  const fs::path single = dir.path / "single";
-  const auto one = run_twostage(recipe_args(server, single, {"limit=30", "request_seed=40"}), dir.path / "output1.txt");
-  REQUIRE(one.status == 0);
-  const auto single_summary = nlohmann::json::parse(read_text(single / "summary.json"));
+  const auto single_summary =
+      augment_summary(server, dir.path / "single", {"limit=30", "request_seed=40"}, dir.path / "output1.txt");
   CHECK(single_summary["requests"].get<int>() >= 2 * target);
   CHECK(single_summary["llm"]["tokens_per_accepted"]["prompt"].get<double>() >
         2 * llm["tokens_per_accepted"]["prompt"].get<double>());
@@ -675,10 +679,7 @@ TEST_CASE("augment_llm.lua fails when rejections leave a class short of target, 
   auto lenient_settings = settings;
   lenient_settings.push_back("allow_short=true");
   const fs::path lenient_out = dir.path / "lenient";
-  const auto lenient = run_twostage(recipe_args(server, lenient_out, lenient_settings), dir.path / "output2.txt");
-  INFO(lenient.output);
-  REQUIRE(lenient.status == 0);
-  const auto summary = nlohmann::json::parse(read_text(lenient_out / "summary.json"));
+  const auto summary = augment_summary(server, lenient_out, lenient_settings, dir.path / "output2.txt");
   INFO(summary.dump(2));
   CHECK(summary["short"] == nlohmann::json{{"0", 4}});
   CHECK(summary["allow_short"] == true);
