@@ -5,8 +5,8 @@
 #   ./setup_libtorch2.sh          download (once, into .cache/), build
 #   ./setup_libtorch2.sh test     ... and run CTest
 # The CUDA toolkit (nvcc, cuBLAS, cuDNN) must be installed; no GPU is needed. The wheel carries LibTorch's headers,
-# libraries and CMake config; the three CUDA libraries it links that the toolkit lacks (cuFile, cuSPARSELt, NVSHMEM)
-# come from their own PyPI wheels, unpacked beside it.
+# libraries and CMake config; the CUDA libraries it links that the toolkit lacks (cuFile, cuSPARSELt, NVSHMEM) or has
+# in an older version (NCCL) come from their own PyPI wheels, unpacked beside it and found before the toolkit's.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -14,20 +14,26 @@ mode=${1:-build}
 case "$mode" in build|test) ;; *) echo "usage: ./setup_libtorch2.sh [build|test]" >&2; exit 2 ;; esac
 
 torch_version=2.15.0
-# The versions torch $torch_version's wheel requires (its METADATA's Requires-Dist).
-wheels=(torch=="$torch_version" nvidia-cusparselt-cu13==0.8.1 nvidia-nvshmem-cu13==3.7.2 "nvidia-cufile==1.17.1.22.*")
-python_tag=cp$(python3 -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')
+# The versions torch $torch_version's wheel requires (its METADATA's Requires-Dist). NCCL too: the toolkit's is older
+# than the one libtorch_cuda.so was linked against, and lacks symbols it names.
+wheels=(torch=="$torch_version" nvidia-cusparselt-cu13==0.8.1 nvidia-nvshmem-cu13==3.7.2 "nvidia-cufile==1.17.1.22.*"
+        nvidia-nccl-cu13==2.30.7)
+# pip from the parity tests' virtual environment (Debian's python3 comes without it); also run by `test` below.
+tests/parity/install.sh
+python=.cache/python/bin/python
+python_tag=cp$("$python" -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')
 root=.cache/libtorch-$torch_version
 cuda=${CUDA_HOME:-/usr/local/cuda}
 
-if [ ! -f "$root/torch/share/cmake/Torch/TorchConfig.cmake" ] || [ ! -f "$root/nvidia-lib/libcufile.so.0" ]; then
+if [ ! -f "$root/torch/share/cmake/Torch/TorchConfig.cmake" ] || [ ! -f "$root/nvidia-lib/libnccl.so.2" ]; then
   mkdir -p .cache/wheels "$root/nvidia-lib"
-  echo "setup_libtorch2: downloading ${wheels[*]} (about 850 MB, once)"
-  pip download --quiet --no-deps --only-binary=:all: --python-version "${python_tag#cp}" --platform manylinux_2_28_x86_64 \
+  echo "setup_libtorch2: downloading ${wheels[*]} (about 1.1 GB, once)"
+  # For this machine's Python (the wheel names carry its tag), which the unzip below expects.
+  "$python" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
     --dest .cache/wheels "${wheels[@]}"
   unzip -q -o .cache/wheels/torch-"$torch_version"-"$python_tag"-*.whl 'torch/include/*' 'torch/lib/*' 'torch/share/*' \
     -d "$root"
-  for wheel in .cache/wheels/nvidia_cusparselt*.whl .cache/wheels/nvidia_nvshmem*.whl .cache/wheels/nvidia_cufile*.whl; do
+  for wheel in .cache/wheels/nvidia_{cusparselt,nvshmem,cufile,nccl}*.whl; do
     unzip -q -o -j "$wheel" '*/lib/*.so*' -d "$root/nvidia-lib"
   done
 fi
@@ -44,6 +50,5 @@ export LD_LIBRARY_PATH="$PWD/$root/nvidia-lib:$PWD/$root/torch/lib:$cuda/lib64${
 cmake --build build-libtorch2 -j "$(nproc)"
 build-libtorch2/twostage --version
 if [ "$mode" = test ]; then
-  tests/parity/install.sh
   ctest --test-dir build-libtorch2 --output-on-failure -j "$(nproc)"
 fi
