@@ -190,6 +190,56 @@ const char* outcome_name(Outcome outcome) {
   return "unknown";
 }
 
+ChatCompletion parse_chat_completion(const std::string& body) {
+  ChatCompletion completion;
+  const json parsed = json::parse(body, nullptr, false);
+  if (parsed.is_discarded() || !parsed.is_object()) {
+    completion.problem = "reply is not a JSON object";
+    return completion;
+  }
+  if (!parsed.contains("choices") || !parsed["choices"].is_array() || parsed["choices"].empty()) {
+    completion.problem = "reply has no choices";
+    return completion;
+  }
+  std::vector<std::pair<std::int64_t, std::string>> choices;
+  std::int64_t position = 0;
+  for (const json& choice : parsed["choices"]) {
+    const json* content = nullptr;
+    if (choice.is_object() && choice.contains("message") && choice["message"].is_object() &&
+        choice["message"].contains("content"))
+      content = &choice["message"]["content"];
+    if (!content || !(content->is_string() || content->is_null())) {
+      completion.problem = "a choice has no message content";
+      return completion;
+    }
+    const std::int64_t order =
+        choice.contains("index") && choice["index"].is_number_integer() ? choice["index"].get<std::int64_t>()
+                                                                        : position;
+    choices.emplace_back(order, content->is_string() ? content->get<std::string>() : std::string());
+    ++position;
+  }
+  std::stable_sort(choices.begin(), choices.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (auto& choice : choices) completion.texts.push_back(std::move(choice.second));
+  if (parsed.contains("usage") && parsed["usage"].is_object()) {
+    const json& reported = parsed["usage"];
+    const auto number = [&reported](const char* name) {
+      return reported.contains(name) && reported[name].is_number_integer() ? reported[name].get<std::int64_t>()
+                                                                           : std::int64_t(0);
+    };
+    completion.usage = {number("prompt_tokens"), number("completion_tokens"), number("total_tokens")};
+    if (completion.usage.total_tokens == 0)
+      completion.usage.total_tokens = completion.usage.prompt_tokens + completion.usage.completion_tokens;
+  }
+  return completion;
+}
+
+double retry_delay(const ClientSettings& settings, int attempts, std::optional<double> server_delay, double unit) {
+  if (server_delay) return std::min(*server_delay, settings.retry_after_max_seconds) * (1.0 + 0.1 * unit);
+  const double base =
+      std::min(settings.backoff_max_seconds, settings.backoff_initial_seconds * std::pow(2.0, attempts - 1));
+  return base * (0.5 + 0.5 * unit);
+}
+
 std::optional<double> parse_retry_after(const std::string& raw) {
   const std::string value = trim(raw);
   if (value.empty()) return std::nullopt;
@@ -481,18 +531,11 @@ std::vector<ChatResult> Client::map(const std::vector<ChatRequest>& requests, co
     std::optional<double> server_delay;
     if (job.retry_after_ms) server_delay = *job.retry_after_ms / 1000.0;
     else if (job.retry_after_seconds) server_delay = *job.retry_after_seconds;
-    double delay;
     std::uniform_real_distribution<double> unit(0.0, 1.0);
-    if (server_delay) {
-      const double honoured = std::min(*server_delay, settings_.retry_after_max_seconds);
-      delay = honoured * (1.0 + 0.1 * unit(impl.jitter));  // never earlier than asked; spread a little
-      if (status == 429 && settings_.pause_all_on_rate_limit)
-        impl.paused_until = std::max(impl.paused_until, after_seconds(now, honoured));
-    } else {
-      const double base = std::min(settings_.backoff_max_seconds,
-                                   settings_.backoff_initial_seconds * std::pow(2.0, job.attempts - 1));
-      delay = base * (0.5 + 0.5 * unit(impl.jitter));  // "equal jitter": at least half the exponential step
-    }
+    const double delay = retry_delay(settings_, job.attempts, server_delay, unit(impl.jitter));
+    if (server_delay && status == 429 && settings_.pause_all_on_rate_limit)
+      impl.paused_until = std::max(impl.paused_until,
+                                   after_seconds(now, std::min(*server_delay, settings_.retry_after_max_seconds)));
     log::event(spdlog::level::debug, "llm.retry",
                fmt::format("retrying in {:.2f} s after attempt {}: {}", delay, job.attempts, error),
                {{"attempt", job.attempts}, {"status", status}, {"delay_seconds", delay}});
@@ -551,50 +594,15 @@ std::vector<ChatResult> Client::map(const std::vector<ChatRequest>& requests, co
     }
     job.last_status = int(status);
     if (status >= 200 && status < 300) {
-      const json parsed = json::parse(job.reply, nullptr, false);
-      std::string problem;
-      std::vector<std::pair<std::int64_t, std::string>> choices;
-      if (parsed.is_discarded() || !parsed.is_object()) {
-        problem = "reply is not a JSON object";
-      } else if (!parsed.contains("choices") || !parsed["choices"].is_array() || parsed["choices"].empty()) {
-        problem = "reply has no choices";
-      } else {
-        std::int64_t position = 0;
-        for (const json& choice : parsed["choices"]) {
-          const json* content = nullptr;
-          if (choice.is_object() && choice.contains("message") && choice["message"].is_object() &&
-              choice["message"].contains("content"))
-            content = &choice["message"]["content"];
-          if (!content || !(content->is_string() || content->is_null())) {
-            problem = "a choice has no message content";
-            break;
-          }
-          const std::int64_t order =
-              choice.contains("index") && choice["index"].is_number_integer() ? choice["index"].get<std::int64_t>()
-                                                                              : position;
-          choices.emplace_back(order, content->is_string() ? content->get<std::string>() : std::string());
-          ++position;
-        }
-      }
-      if (!problem.empty()) {
+      ChatCompletion completion = parse_chat_completion(job.reply);
+      if (!completion.problem.empty()) {
         impl.token_bucket.give(double(job.estimated_tokens));
-        schedule_retry(job, fmt::format("malformed reply (HTTP {}): {}", status, problem), int(status), now);
+        schedule_retry(job, fmt::format("malformed reply (HTTP {}): {}", status, completion.problem), int(status),
+                       now);
         return true;
       }
-      std::stable_sort(choices.begin(), choices.end(),
-                       [](const auto& a, const auto& b) { return a.first < b.first; });
-      std::vector<std::string> texts;
-      for (auto& choice : choices) texts.push_back(std::move(choice.second));
-      Usage usage;
-      if (parsed.contains("usage") && parsed["usage"].is_object()) {
-        const json& reported = parsed["usage"];
-        const auto number = [&reported](const char* name) {
-          return reported.contains(name) && reported[name].is_number_integer() ? reported[name].get<std::int64_t>()
-                                                                               : std::int64_t(0);
-        };
-        usage = {number("prompt_tokens"), number("completion_tokens"), number("total_tokens")};
-        if (usage.total_tokens == 0) usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
-      }
+      const std::vector<std::string>& texts = completion.texts;
+      const Usage usage = completion.usage;
       if (usage.total_tokens > 0) impl.token_bucket.give(double(job.estimated_tokens - usage.total_tokens));
       if (impl.cache)
         impl.cache->put(job.key, job.canonical,

@@ -180,6 +180,22 @@ ProgressCallback terminal_progress(std::string label = "llm", double plain_inter
 // The one-line description terminal_progress prints (without bar): "1234/75138 312.4 req/s cache 10 ...".
 std::string format_progress(const Progress& progress);
 
+// A chat-completions reply body, parsed: the choices' message contents in index order (a null content is ""), and
+// the usage (total = prompt + completion when the server leaves the total out). `problem` says why a body is
+// malformed (not a JSON object, no choices, a choice without message content); then texts is empty.
+struct ChatCompletion {
+  std::vector<std::string> texts;
+  Usage usage;
+  std::string problem;
+};
+ChatCompletion parse_chat_completion(const std::string& body);
+
+// The wait in seconds before retrying after `attempts` attempts. A server's delay (Retry-After or retry-after-ms,
+// capped at retry_after_max_seconds) is honoured and spread up to 10% later, never earlier; without one, exponential
+// backoff from backoff_initial_seconds, doubling, capped at backoff_max_seconds, with "equal jitter" (at least half
+// the step). `unit` is a uniform draw in [0, 1), the jitter.
+double retry_delay(const ClientSettings& settings, int attempts, std::optional<double> server_delay, double unit);
+
 // Parses a Retry-After value: delay in seconds, or an HTTP date (relative to now). nullopt if neither.
 std::optional<double> parse_retry_after(const std::string& value);
 

@@ -109,6 +109,42 @@ TEST_CASE("Retry-After is parsed as seconds or as an HTTP date", "[llm][client]"
   CHECK(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0);  // in the past: go now
 }
 
+TEST_CASE("parse_chat_completion: choices in index order, usage, and what makes a reply malformed", "[llm][client]") {
+  const auto ok = parse_chat_completion(
+      R"({"choices":[{"index":1,"message":{"content":"second"}},{"index":0,"message":{"content":"first"}},)"
+      R"({"index":2,"message":{"content":null}}],"usage":{"prompt_tokens":7,"completion_tokens":5}})");
+  CHECK(ok.problem.empty());
+  CHECK(ok.texts == std::vector<std::string>{"first", "second", ""});
+  CHECK(ok.usage.prompt_tokens == 7);
+  CHECK(ok.usage.completion_tokens == 5);
+  CHECK(ok.usage.total_tokens == 12);  // left out: the sum
+  CHECK(parse_chat_completion(R"({"choices":[{"message":{"content":"a"}}]})").usage.total_tokens == 0);
+  CHECK(parse_chat_completion(R"({"choices":[{"message":{"content":"a"}},{"message":{"content":"b"}}]})").texts ==
+        std::vector<std::string>{"a", "b"});  // no index: the order given
+  CHECK(parse_chat_completion(R"({"choices":[{"message":)").problem == "reply is not a JSON object");
+  CHECK(parse_chat_completion("[1]").problem == "reply is not a JSON object");
+  CHECK(parse_chat_completion(R"({"object":"chat.completion"})").problem == "reply has no choices");
+  CHECK(parse_chat_completion(R"({"choices":[]})").problem == "reply has no choices");
+  const auto bad = parse_chat_completion(R"({"choices":[{"message":{"content":"a"}},{"message":{"role":"x"}}]})");
+  CHECK(bad.problem == "a choice has no message content");
+  CHECK(bad.texts.empty());
+}
+
+TEST_CASE("retry_delay: the server's delay honoured and capped, otherwise exponential backoff with equal jitter",
+          "[llm][client]") {
+  ClientSettings settings;
+  settings.backoff_initial_seconds = 1;
+  settings.backoff_max_seconds = 60;
+  settings.retry_after_max_seconds = 300;
+  CHECK(retry_delay(settings, 1, std::nullopt, 0.0) == Approx(0.5));  // at least half the step
+  CHECK(retry_delay(settings, 1, std::nullopt, 1.0) == Approx(1.0));
+  CHECK(retry_delay(settings, 3, std::nullopt, 1.0) == Approx(4.0));  // doubled per attempt
+  CHECK(retry_delay(settings, 10, std::nullopt, 1.0) == Approx(60.0));  // capped
+  CHECK(retry_delay(settings, 1, 2.0, 0.0) == Approx(2.0));  // never earlier than the server asked
+  CHECK(retry_delay(settings, 1, 2.0, 1.0) == Approx(2.2));  // spread up to 10% later
+  CHECK(retry_delay(settings, 1, 1000.0, 0.0) == Approx(300.0));  // a server's delay is capped too
+}
+
 TEST_CASE("The cache key covers the request, the endpoint and the pass, never the API key", "[llm][client]") {
   FakeServer server;
   Client client(settings_for(server));
