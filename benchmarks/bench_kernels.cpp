@@ -3,6 +3,10 @@
 // changes, as well as the whole.
 //
 //   bench_kernels [--repeats N] [--seq-lengths 128,32] [--intra-op-threads N] [--blas-threads N]
+//                 [--blas-core auto|as-is|NAME] [--sgemm-limit 1|0]
+//
+//   --sgemm-limit 1 (the default) first times sgemm 1024³ under every OpenBLAS kernel this CPU runs, each verified in
+//   a process of its own (sgemm_limit.h); each line then gives its products' rate against the best verified one.
 //
 //   linear + GELU (model/linear_gelu.h): forward and backward of gelu(x Wᵀ + b), x [16·seq, 768], W [3072, 768];
 //     "torch" is addmm then torch::gelu with autograd; the reference is the three products alone.
@@ -25,6 +29,7 @@
 #include <torch/torch.h>
 
 #include "common.h"
+#include "sgemm_limit.h"
 #include "core/parallel.h"
 #include "model/bert.h"
 #include "model/head_matmul.h"
@@ -39,12 +44,13 @@ struct Options {
   std::vector<int64_t> seq_lengths{128, 32};
   int intra_op_threads = 2;
   int blas_threads = 2;
+  bool sgemm_limit = true;
 };
 
 [[noreturn]] void usage(const char* message) {
   std::fprintf(stderr,
                "%s\nusage: bench_kernels [--repeats N] [--seq-lengths 128,32] [--intra-op-threads N] "
-               "[--blas-threads N]\n",
+               "[--blas-threads N] [--blas-core auto|as-is|NAME] [--sgemm-limit 1|0]\n",
                message);
   std::exit(2);
 }
@@ -52,10 +58,11 @@ struct Options {
 Options parse(int argc, char** argv) {
   Options options;
   ts::bench::for_each_option(argc, argv, [&](const std::string& flag, const std::string& value) {
-    if (flag == "--blas-core") return;  // ts::bench::choose_blas_kernels took it
+    if (flag == "--blas-core" || flag == "--sgemm-probe") return;  // choose_blas_kernels / run_probe_if_asked
     else if (flag == "--repeats") options.repeats = std::stoi(value);
     else if (flag == "--intra-op-threads") options.intra_op_threads = std::stoi(value);
     else if (flag == "--blas-threads") options.blas_threads = std::stoi(value);
+    else if (flag == "--sgemm-limit") options.sgemm_limit = value != "0";
     else if (flag == "--seq-lengths") options.seq_lengths = ts::bench::parse_int_list(value);
     else usage(("unknown option " + flag).c_str());
   }, usage);
@@ -99,12 +106,22 @@ struct LinearProducts {
 
 std::string shape(int64_t rows, int64_t cols) { return "[" + std::to_string(rows) + ", " + std::to_string(cols) + "]"; }
 
-// One line: the fused node, LibTorch's operators, the products alone (medians t[0..2]), and what lies outside them.
-void report(const std::string& what, const std::vector<double>& t) {
+// The best verified sgemm 1024³ of this machine (GFLOP/s, and its kernel); 0 when not measured.
+std::pair<double, std::string> sgemm_limit{0.0, ""};
+
+// One line: the fused node, LibTorch's operators, the products alone (medians t[0..2]), and what lies outside them;
+// `product_flops` gives the products' rate, against the best verified sgemm when it was measured.
+void report(const std::string& what, const std::vector<double>& t, double product_flops) {
   std::printf("%s, forward + backward: fused %.2f ms, torch %.2f ms, products alone %.2f ms; outside the products: "
               "fused %.2f ms, torch %.2f ms (%.1fx)\n",
               what.c_str(), 1e3 * t[0], 1e3 * t[1], 1e3 * t[2], 1e3 * (t[0] - t[2]), 1e3 * (t[1] - t[2]),
               (t[1] - t[2]) / std::max(1e-9, t[0] - t[2]));
+  const double rate = product_flops / t[2] / 1e9;
+  if (sgemm_limit.first > 0)
+    std::printf("    products at %.1f GFLOP/s, %.1f%% of the best verified sgemm 1024³ (%s, %.1f GFLOP/s)\n", rate,
+                100.0 * rate / sgemm_limit.first, sgemm_limit.second.c_str(), sgemm_limit.first);
+  else
+    std::printf("    products at %.1f GFLOP/s\n", rate);
 }
 
 void bench_linear_gelu(int64_t seq, int repeats) {
@@ -124,7 +141,8 @@ void bench_linear_gelu(int64_t seq, int repeats) {
   LinearProducts products(x, weight, upstream);
   const auto t = time_interleaved({forward_backward(true), forward_backward(false), std::ref(products)}, repeats);
   ts::set_fused_kernels(true);
-  report("linear + GELU, seq " + std::to_string(seq) + " (x " + shape(rows, in) + ", W " + shape(out, in) + ")", t);
+  report("linear + GELU, seq " + std::to_string(seq) + " (x " + shape(rows, in) + ", W " + shape(out, in) + ")", t,
+         3.0 * 2.0 * rows * in * out);
 }
 
 void bench_residual_norm(int64_t seq, int64_t in, int repeats) {
@@ -150,7 +168,7 @@ void bench_residual_norm(int64_t seq, int64_t in, int repeats) {
   ts::set_fused_kernels(true);
   report("dense + dropout + residual + LayerNorm, seq " + std::to_string(seq) + " (x " + shape(rows, in) + ", W " +
              shape(hidden, in) + ")",
-         t);
+         t, 3.0 * 2.0 * rows * in * hidden);
 }
 
 void bench_self_attention(int64_t seq, int repeats) {
@@ -186,7 +204,8 @@ void bench_self_attention(int64_t seq, int repeats) {
   };
   const auto t = time_interleaved({forward_backward(true), forward_backward(false), products}, repeats);
   ts::set_fused_kernels(true);
-  report("self-attention, seq " + std::to_string(seq) + " (hidden " + shape(batch * seq, hidden) + ", 12 heads)", t);
+  report("self-attention, seq " + std::to_string(seq) + " (hidden " + shape(batch * seq, hidden) + ", 12 heads)", t,
+         3.0 * 2.0 * batch * seq * hidden * 3 * hidden + 6.0 * 2.0 * batch * heads * seq * seq * head);
 }
 
 void bench_gradient_norm(int repeats) {
@@ -223,6 +242,12 @@ int main(int argc, char** argv) {
   ts::bench::choose_blas_kernels(argc, argv);
   const Options options = parse(argc, argv);
   at::set_num_threads(options.intra_op_threads);
+  if (ts::bench::run_probe_if_asked(argc, argv, options.blas_threads, {})) return 0;
+  if (options.sgemm_limit) {
+    const auto kernels = ts::bench::measure_kernels("--blas-threads " + std::to_string(options.blas_threads),
+                                                    ts::runtime::openblas_core(), false);
+    sgemm_limit = ts::bench::best_verified(kernels, [](const ts::bench::KernelRate& k) { return k.sgemm_1024; });
+  }
   const bool blas_set = ts::bench::set_openblas_threads(options.blas_threads);
   std::printf("threads: intra-op %d, OpenBLAS %s, twostage's own loops %d; medians of %d interleaved repeats\n",
               options.intra_op_threads,

@@ -6,7 +6,12 @@
 //   bench_train_step [--steps N] [--warmup N] [--batch N] [--seq-lengths 128,32] [--layers N]
 //                    [--intra-op-threads N] [--blas-threads N] [--worker-threads N] [--dropout P] [--profile PREFIX]
 //                    [--keep-freed-memory 1|0] [--head-matmul blas|torch] [--fused 1|0|both]
-//                    [--blas-core auto|as-is|NAME]
+//                    [--blas-core auto|as-is|NAME] [--config config.json] [--sgemm-limit 1|0]
+//
+// --config takes the shapes of another BERT (a config.json, e.g. data/models/all-minilm-l6-v2's) instead of
+// bert-base's; --layers still overrides its depth when given. --sgemm-limit 1 (the default) first times every
+// OpenBLAS kernel this CPU runs, each in a process of its own and verified (sgemm_limit.h), and reports the step
+// beside the best verified rate as well as beside the reference of the kernel this process runs.
 //
 // --profile writes one more step per sequence length as a Chrome trace, PREFIX-seqN.json (torch's legacy
 // profiler: every operator with its time, for finding what is not a matrix product). --keep-freed-memory 0 leaves
@@ -30,6 +35,7 @@
 #include <torch/torch.h>
 
 #include "common.h"
+#include "sgemm_limit.h"
 #include "core/parallel.h"
 #include "model/bert.h"
 #include "model/fused_kernels.h"
@@ -45,7 +51,9 @@ struct Options {
   int warmup = 1;
   int64_t batch = 16;
   std::vector<int64_t> seq_lengths{128, 32};
-  int64_t layers = 12;
+  int64_t layers = 0;  // 0: the config's (bert-base: 12)
+  std::string config;  // a config.json; empty: bert-base-uncased's shapes
+  bool sgemm_limit = true;
   int intra_op_threads = 1;
   int blas_threads = 2;
   int worker_threads = 0;  // twostage's own loops (dropout, AdamW, fused kernels); 0: as twostage run sets them
@@ -60,7 +68,8 @@ struct Options {
   std::fprintf(stderr,
                "%s\nusage: bench_train_step [--steps N] [--warmup N] [--batch N] [--seq-lengths 128,32] "
                "[--layers N] [--intra-op-threads N] [--blas-threads N] [--worker-threads N] [--dropout P] "
-               "[--profile PREFIX] [--keep-freed-memory 1|0] [--head-matmul blas|torch] [--fused 1|0|both]\n",
+               "[--profile PREFIX] [--keep-freed-memory 1|0] [--head-matmul blas|torch] [--fused 1|0|both] "
+               "[--config config.json] [--sgemm-limit 1|0]\n",
                message);
   std::exit(2);
 }
@@ -68,7 +77,7 @@ struct Options {
 Options parse(int argc, char** argv) {
   Options options;
   ts::bench::for_each_option(argc, argv, [&](const std::string& flag, const std::string& value) {
-    if (flag == "--blas-core") return;  // ts::bench::choose_blas_kernels took it
+    if (flag == "--blas-core" || flag == "--sgemm-probe") return;  // choose_blas_kernels / run_probe_if_asked
     else if (flag == "--steps") options.steps = std::stoi(value);
     else if (flag == "--warmup") options.warmup = std::stoi(value);
     else if (flag == "--batch") options.batch = std::stoll(value);
@@ -78,6 +87,8 @@ Options parse(int argc, char** argv) {
     else if (flag == "--worker-threads") options.worker_threads = std::stoi(value);
     else if (flag == "--dropout") options.dropout = std::stod(value);
     else if (flag == "--profile") options.profile = value;
+    else if (flag == "--config") options.config = value;
+    else if (flag == "--sgemm-limit") options.sgemm_limit = value != "0";
     else if (flag == "--keep-freed-memory") options.keep_freed_memory = value != "0";
     else if (flag == "--head-matmul") {
       if (value != "blas" && value != "torch") usage("--head-matmul: blas or torch");
@@ -91,7 +102,7 @@ Options parse(int argc, char** argv) {
       usage(("unknown option " + flag).c_str());
     }
   }, usage);
-  if (options.steps < 1 || options.batch < 1 || options.layers < 1) usage("steps, batch and layers must be positive");
+  if (options.steps < 1 || options.batch < 1 || options.layers < 0) usage("steps and batch must be positive");
   return options;
 }
 
@@ -188,6 +199,39 @@ int main(int argc, char** argv) {
                          : blas_set ? ts::runtime::loop_threads_beside_blas(cores, options.blas_threads)
                                     : cores);
   ts::set_fused_kernels(options.fused.front());
+
+  ts::BertConfig config = options.config.empty() ? ts::BertConfig{} : ts::BertConfig::load(options.config);
+  if (options.layers > 0) config.num_hidden_layers = options.layers;
+  config.set_num_labels(2);
+  config.hidden_dropout_prob = config.attention_probs_dropout_prob = options.dropout;
+  // A probe of another kernel (sgemm_limit.h): the reference products of each sequence length, and nothing else.
+  const auto reference_rates = [&] {
+    std::vector<double> rates;
+    for (const int64_t seq : options.seq_lengths) {
+      ReferenceWorkload reference(config, options.batch, seq);
+      reference.run();
+      std::vector<double> seconds;
+      for (int i = 0; i < options.steps; ++i) {
+        const auto start = std::chrono::steady_clock::now();
+        reference.run();
+        seconds.push_back(seconds_since(start));
+      }
+      rates.push_back(reference.flops() / ts::bench::median(seconds) / 1e9);
+    }
+    return rates;
+  };
+  if (ts::bench::run_probe_if_asked(argc, argv, options.blas_threads, reference_rates)) return 0;
+  const std::string running_core = ts::runtime::openblas_core();
+  std::vector<ts::bench::KernelRate> kernels;
+  if (options.sgemm_limit) {
+    std::string args = "--batch " + std::to_string(options.batch) + " --steps " + std::to_string(options.steps) +
+                       " --blas-threads " + std::to_string(options.blas_threads) + " --seq-lengths ";
+    for (size_t i = 0; i < options.seq_lengths.size(); ++i)
+      args += (i ? "," : "") + std::to_string(options.seq_lengths[i]);
+    if (!options.config.empty()) args += " --config '" + options.config + "'";
+    if (options.layers > 0) args += " --layers " + std::to_string(options.layers);
+    kernels = ts::bench::measure_kernels(args, running_core, true);
+  }
   std::printf("threads: intra-op %d, OpenBLAS %s, twostage's own loops (dropout, AdamW) %d; freed memory %s\n",
               options.intra_op_threads,
               blas_set ? std::to_string(options.blas_threads).c_str() : "(not found; BLAS default)",
@@ -200,10 +244,6 @@ int main(int argc, char** argv) {
               : options.fused.front() ? "the host's fused kernels (model/fused_kernels.h)"
                                       : "LibTorch's operators");
 
-  ts::BertConfig config;  // bert-base-uncased shapes
-  config.num_hidden_layers = options.layers;
-  config.set_num_labels(2);
-  config.hidden_dropout_prob = config.attention_probs_dropout_prob = options.dropout;
   torch::manual_seed(0);
   ts::BertForSequenceClassification model(config);
   model->train();  // dropout on, as in fine-tuning
@@ -219,7 +259,7 @@ int main(int argc, char** argv) {
               static_cast<long long>(config.vocab_size), parameter_count / 1e6, static_cast<long long>(options.batch),
               options.dropout, options.steps, options.warmup);
 
-  for (const int64_t seq : options.seq_lengths) {
+  for (const int64_t& seq : options.seq_lengths) {
     // A fresh batch of token ids for every step, drawn outside the timing: as in training, each step's gradient
     // reaches other rows of the word embedding, and the rows AdamW must update grow step by step.
     torch::Tensor ids;
@@ -278,6 +318,7 @@ int main(int argc, char** argv) {
     const double reference_time = ts::bench::median(reference_seconds);
     const double flops = reference.flops();
     const double reference_rate = flops / reference_time / 1e9;
+    const size_t seq_index = static_cast<size_t>(&seq - options.seq_lengths.data());
     for (variant = 0; variant < variants; ++variant) {
       const double step_time = ts::bench::median(step_seconds[variant]);
       const double model_rate = flops / step_time / 1e9;
@@ -287,6 +328,22 @@ int main(int argc, char** argv) {
           "ratio %.1f%% (target >= 90%%); %.1f GFLOP per step; peak RSS %.0f MiB\n",
           static_cast<long long>(seq), label, step_time, options.steps, model_rate, reference_time, reference_rate,
           100.0 * model_rate / reference_rate, flops / 1e9, peak_rss_mib());
+      if (!kernels.empty()) {
+        // The limit: the best verified kernel's rate on these very products (this process's reference included),
+        // and on sgemm 1024³.
+        auto own = ts::bench::best_verified(kernels, [&](const ts::bench::KernelRate& k) {
+          return ::strcasecmp(k.core.c_str(), running_core.c_str()) == 0 ? reference_rate
+                 : seq_index < k.own.size()                             ? k.own[seq_index]
+                                                                        : 0.0;
+        });
+        const auto square = ts::bench::best_verified(kernels, [](const ts::bench::KernelRate& k) {
+          return k.sgemm_1024;
+        });
+        std::printf("          limit: the same products on the best verified kernel (%s) %.1f GFLOP/s, step at "
+                    "%.1f%% of it; sgemm 1024³ on the best verified kernel (%s) %.1f GFLOP/s, step at %.1f%%\n",
+                    own.second.c_str(), own.first, 100.0 * model_rate / own.first, square.second.c_str(),
+                    square.first, 100.0 * model_rate / square.first);
+      }
       const auto& phases = phase_seconds[variant];
       std::printf("          per step: forward %.3f s, backward %.3f s, clip + AdamW %.3f s (means); %ld minor page "
                   "faults\n",

@@ -101,6 +101,17 @@ std::string best_openblas_core(const CpuFeatures& f) {
   return "";
 }
 
+std::vector<std::string> runnable_openblas_cores(const CpuFeatures& f) {
+  std::vector<std::string> cores;
+  if (f.sse3) cores.push_back("Prescott");
+  if (f.ssse3) cores.push_back("Core2");
+  if (f.sse4_2) cores.push_back("Nehalem");
+  if (f.avx) cores.push_back("Sandybridge");
+  if (f.avx2 && f.fma) cores.insert(cores.end(), {"Haswell", "Zen"});
+  if (f.avx512f && f.avx512cd && f.avx512bw && f.avx512dq && f.avx512vl) cores.push_back("SkylakeX");
+  return cores;
+}
+
 int openblas_core_rank(const std::string& name) {
   static const std::vector<std::pair<std::string, int>> ranks = {
       {"Katmai", 0},      {"Coppermine", 0},  {"Northwood", 0},      {"Prescott", 0},   {"Banias", 0},

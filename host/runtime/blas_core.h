@@ -29,6 +29,11 @@ CpuFeatures cpu_features();
 // Cooperlake by name; AMX would also need the kernel's per-process permission.
 std::string best_openblas_core(const CpuFeatures& features);
 
+// Every core type these features run whose sgemm is its own, slowest first (the benchmarks time each to find the
+// machine's real limit): Prescott, Core2, Nehalem, Sandybridge, Haswell and Zen (AVX2 + FMA kernels both, with
+// their own blocking), SkylakeX; the same requirements as best_openblas_core.
+std::vector<std::string> runnable_openblas_cores(const CpuFeatures& features);
+
 // How good a core's sgemm is, for comparing OpenBLAS's choice with the best: 0 Prescott and older ... 5 SkylakeX
 // and newer (Cooperlake, SapphireRapids); AMD's Zen counts as Haswell. -1 for a name this table does not know.
 int openblas_core_rank(const std::string& name);

@@ -62,6 +62,25 @@ TEST_CASE("CPU features map to the best OpenBLAS core type they run", "[runtime]
   CHECK((here.empty() || openblas_core_rank(here) >= 0));
 }
 
+TEST_CASE("the core types a CPU runs, for the benchmarks' limit: every one its features allow, slowest first",
+          "[runtime][blas]") {
+  using Cores = std::vector<std::string>;
+  CHECK(runnable_openblas_cores(CpuFeatures{}).empty());
+  CHECK(runnable_openblas_cores(kSse3) == Cores{"Prescott"});
+  CHECK(runnable_openblas_cores(kAvx2) == Cores{"Prescott", "Core2", "Nehalem", "Sandybridge", "Haswell", "Zen"});
+  CHECK(runnable_openblas_cores(kAvx512) ==
+        Cores{"Prescott", "Core2", "Nehalem", "Sandybridge", "Haswell", "Zen", "SkylakeX"});
+  CpuFeatures avx2_without_fma = kAvx2;
+  avx2_without_fma.fma = false;
+  CHECK(runnable_openblas_cores(avx2_without_fma).back() == "Sandybridge");
+  // The best of them is the one the host chooses.
+  for (const auto& features : {kSse3, kAvx2, kAvx512, avx2_without_fma, cpu_features()}) {
+    const auto cores = runnable_openblas_cores(features);
+    if (cores.empty()) continue;
+    CHECK(openblas_core_rank(cores.back()) == openblas_core_rank(best_openblas_core(features)));
+  }
+}
+
 TEST_CASE("core ranks order OpenBLAS's names, unknown names rank -1", "[runtime][blas]") {
   CHECK(openblas_core_rank("Prescott") < openblas_core_rank("Haswell"));
   CHECK(openblas_core_rank("Haswell") < openblas_core_rank("SkylakeX"));
