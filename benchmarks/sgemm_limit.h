@@ -59,7 +59,8 @@ inline bool run_probe_if_asked(int argc, char** argv, int blas_threads,
   if (!probe) return false;
   set_openblas_threads(blas_threads);
   const std::string wrong = runtime::verify_sgemm(runtime::loaded_sgemm());
-  std::printf("probe %s %d %.2f", runtime::openblas_core().c_str(), wrong.empty() ? 1 : 0,
+  const std::string core = runtime::openblas_core();
+  std::printf("probe %s %d %.2f", core.empty() ? "not-OpenBLAS" : core.c_str(), wrong.empty() ? 1 : 0,
               wrong.empty() ? sgemm_1024_rate() : 0.0);
   if (wrong.empty() && with_own && own_rates)
     for (const double rate : own_rates()) std::printf(" %.2f", rate);
