@@ -321,7 +321,7 @@ function Run:stage(spec)
     evaluated_on, metrics.accuracy, metrics.macro_f1), { stage = spec.name, seed = self.seed, metrics = metrics })
   self.stages[#self.stages + 1] = {
     name = spec.name, epochs = history.epochs, steps = history.steps, seconds = history.seconds,
-    evaluated_on = evaluated_on, accuracy = metrics.accuracy, macro_f1 = metrics.macro_f1,
+    ms_per_batch = history.ms_per_batch, evaluated_on = evaluated_on, accuracy = metrics.accuracy, macro_f1 = metrics.macro_f1,
     f1_per_class = metrics.f1_per_class, best = history.best,
   }
   return history

@@ -46,6 +46,39 @@ function train.evaluate(model, loader, options)
   return native.metrics(loader:labels(), logits), logits
 end
 
+-- Where a stage's time goes, per training batch: wall-clock seconds summed by phase. `lap(name)` charges the time
+-- since the previous lap to `name`; whatever a stage does between its laps (validation) is not a training phase and
+-- is skipped with `restart()`.
+local StepTimer = {}
+StepTimer.__index = StepTimer
+local step_phases = { "batch", "forward", "loss", "backward", "optimizer", "collect", "progress" }
+
+function StepTimer.new()
+  local seconds = {}
+  for _, phase in ipairs(step_phases) do seconds[phase] = 0 end
+  return setmetatable({ seconds = seconds, last = native.clock() }, StepTimer)
+end
+
+function StepTimer:lap(phase)
+  local now = native.clock()
+  self.seconds[phase] = self.seconds[phase] + (now - self.last)
+  self.last = now
+end
+
+function StepTimer:restart() self.last = native.clock() end
+
+-- {batch = ms, forward = ms, ...} per batch, and a line for the log.
+function StepTimer:summary(batches)
+  local per_batch, parts, total = {}, {}, 0
+  for _, phase in ipairs(step_phases) do
+    local ms = 1e3 * self.seconds[phase] / math.max(1, batches)
+    per_batch[phase], total = ms, total + ms
+    parts[#parts + 1] = string.format("%s %.1f", phase, ms)
+  end
+  per_batch.total = total
+  return per_batch, string.format("%.1f ms a batch: %s", total, table.concat(parts, ", "))
+end
+
 local function better(value, best, mode)
   if best == nil then return true end
   if mode == "min" then return value < best end
@@ -150,30 +183,42 @@ function train.fit(model, loader, options)
     end
   end
 
+  local timer, trained_batches = StepTimer.new(), 0
   for epoch = 1, epochs do
     local progress = Progress.new(string.format("%s epoch %d/%d", name, epoch, epochs), batches_per_epoch)
     local epoch_loss, epoch_batches, pending = 0, 0, 0
+    timer:restart()
     for batch in loader:epoch(epoch) do
-      local loss = loss_fn(model:forward(batch), batch.labels)
+      timer:lap("batch")
+      local logits = model:forward(batch)
+      timer:lap("forward")
+      local loss = loss_fn(logits, batch.labels)
+      timer:lap("loss")
       if accumulate > 1 then (loss / accumulate):backward() else loss:backward() end
       pending = pending + 1
       local value = loss:item()
+      timer:lap("backward")
       epoch_loss, epoch_batches = epoch_loss + value, epoch_batches + 1
+      trained_batches = trained_batches + 1
       if pending == accumulate or epoch_batches == batches_per_epoch then
         optimizer:step { clip = clip or nil }
         schedule:step()
         optimizer:zero_grad()
+        timer:lap("optimizer")
         -- The batch's logits still reach its autograd graph; Lua's collector sees a few bytes per tensor and would
         -- let many steps' graphs pile up before collecting them.
         collectgarbage()
+        timer:lap("collect")
         pending = 0
         history.steps = history.steps + 1
         if options.validation and options.validate_every and history.steps % options.validate_every == 0 then
           validate(epoch)
           if stop then break end
+          timer:restart()
         end
       end
       progress:update { examples = batch.size, loss = value, lr = optimizer:lr() }
+      timer:lap("progress")
     end
     progress:finish()
     history.epochs = epoch
@@ -181,6 +226,10 @@ function train.fit(model, loader, options)
     if options.validation and not options.validate_every and not stop then validate(epoch) end
     if stop then break end
   end
+
+  local per_batch, timing_line = timer:summary(trained_batches)
+  native.log("stage", string.format("%s: %s", name, timing_line), { stage = name, ms_per_batch = per_batch })
+  history.ms_per_batch = per_batch
 
   if options.cache_frozen and cached_bytes then loader:drop_trunk() end
   if best_snapshot then

@@ -164,6 +164,15 @@ TEST_CASE("fit learns a separable task, and with cache_frozen the top trains to 
     local plain, plain_logits, history = train_top(false)
     local cached, cached_logits, cached_history = train_top(true)
     assert(history.steps == 80 and cached_history.cached_trunk_bytes > 0)
+    -- Where the stage's time went, per batch: each phase counted, adding up to the total, within the stage's time.
+    local phases, sum = history.ms_per_batch, 0
+    for _, phase in ipairs { "batch", "forward", "loss", "backward", "optimizer", "collect", "progress" } do
+      assert(phases[phase] and phases[phase] >= 0, "phase " .. phase)
+      sum = sum + phases[phase]
+    end
+    assert(phases.forward > 0 and phases.backward > 0 and phases.optimizer > 0, "the step's phases take time")
+    assert(math.abs(sum - phases.total) < 1e-9 * math.max(1, sum), "the phases add up to the total")
+    assert(phases.total * 80 <= history.seconds * 1e3 * 1.001, "within the stage's own time")
     assert(plain.accuracy == 1, "learns the task: " .. plain.accuracy)
     local difference = (plain_logits - cached_logits):abs():max()
     assert(difference < 1e-3, "cached and uncached training differ by " .. difference)
