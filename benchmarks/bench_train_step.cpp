@@ -329,12 +329,10 @@ int main(int argc, char** argv) {
           static_cast<long long>(seq), label, step_time, options.steps, model_rate, reference_time, reference_rate,
           100.0 * model_rate / reference_rate, flops / 1e9, peak_rss_mib());
       if (!kernels.empty()) {
-        // The limit: the best verified kernel's rate on these very products (this process's reference included),
-        // and on sgemm 1024³.
+        // The limit: the best verified kernel's rate on these very products, each timed alone in a process of its
+        // own, and on sgemm 1024³.
         auto own = ts::bench::best_verified(kernels, [&](const ts::bench::KernelRate& k) {
-          return ::strcasecmp(k.core.c_str(), running_core.c_str()) == 0 ? reference_rate
-                 : seq_index < k.own.size()                             ? k.own[seq_index]
-                                                                        : 0.0;
+          return seq_index < k.own.size() ? k.own[seq_index] : 0.0;
         });
         const auto square = ts::bench::best_verified(kernels, [](const ts::bench::KernelRate& k) {
           return k.sgemm_1024;

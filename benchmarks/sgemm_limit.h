@@ -108,8 +108,9 @@ inline KernelRate probe(const std::string& core, const std::string& args, bool w
 }  // namespace detail
 
 // The parent's side: probes every kernel this CPU runs on sgemm 1024³, then times the benchmark's own products
-// (passing `args` and --sgemm-probe own) under each verified kernel within 15% of the best 1024³ rate, other than
-// `running` (whose own rates the benchmark measures in-process). Prints a table; returns the probes.
+// (passing `args` and --sgemm-probe own) under each verified kernel within 15% of the best 1024³ rate, `running`
+// (the kernel of this process) included: the products alone in a fresh process run faster than beside a model's
+// step, so only probes are compared with probes. Prints a table; returns the probes.
 inline std::vector<KernelRate> measure_kernels(const std::string& args, const std::string& running, bool with_own) {
   std::vector<KernelRate> rates;
   for (const auto& core : runtime::runnable_openblas_cores(runtime::cpu_features()))
@@ -119,7 +120,7 @@ inline std::vector<KernelRate> measure_kernels(const std::string& args, const st
     if (r.verified()) best = std::max(best, r.sgemm_1024);
   if (with_own)
     for (auto& r : rates)
-      if (r.verified() && r.sgemm_1024 >= 0.85 * best && ::strcasecmp(r.core.c_str(), running.c_str()) != 0)
+      if (r.verified() && r.sgemm_1024 >= 0.85 * best)
         r.own = detail::probe(r.core, args, true).own;
   std::printf("sgemm limit: each OpenBLAS kernel this CPU runs, in a process of its own, checked against double "
               "precision, sgemm 1024³ (median of 7):\n");
@@ -128,7 +129,9 @@ inline std::vector<KernelRate> measure_kernels(const std::string& args, const st
                         : ::strcasecmp(r.ran.c_str(), r.core.c_str()) != 0 ? "not taken (ran " + r.ran + ")"
                         : !r.wrong.empty()                                  ? "WRONG: " + r.wrong
                                                                             : "verified";
-    std::printf("  %-12s %-10s %7.1f GFLOP/s%s\n", r.core.c_str(), state.c_str(), r.sgemm_1024,
+    std::string own;
+    for (const double rate : r.own) own += (own.empty() ? "; own products " : ", ") + std::to_string(rate).substr(0, 5);
+    std::printf("  %-12s %-10s %7.1f GFLOP/s%s%s\n", r.core.c_str(), state.c_str(), r.sgemm_1024, own.c_str(),
                 ::strcasecmp(r.core.c_str(), running.c_str()) == 0 ? "   <- this process runs it" : "");
   }
   return rates;
