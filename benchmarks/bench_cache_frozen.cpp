@@ -19,6 +19,7 @@
 #include "common.h"
 #include "core/error.h"
 #include "data/batching.h"
+#include "data/loader.h"
 #include "data/sampling.h"
 #include "data/table.h"
 #include "model/bert.h"
@@ -80,9 +81,7 @@ int main(int argc, char** argv) try {
   const auto train = ts::data::downsample(ts::data::read_table(args.data, table),
                                           ts::data::DownsampleOptions{0.2, {0}, 42, true});
   const auto tokenizer = ts::text::Tokenizer::from_folder(args.vocab);
-  ts::data::TokenRows rows;
-  for (const auto& e : tokenizer.encode_batch(train.texts, nullptr, 128, 2))
-    rows.input_ids.emplace_back(e.ids.begin(), e.ids.end());
+  auto rows = ts::data::token_rows(tokenizer.encode_batch(train.texts, nullptr, 128, 2), false);
   rows.labels = train.labels;
   const auto lengths = rows.lengths();
 

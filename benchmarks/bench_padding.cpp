@@ -24,6 +24,7 @@
 #include "common.h"
 #include "core/error.h"
 #include "data/batching.h"
+#include "data/loader.h"
 #include "data/sampling.h"
 #include "data/table.h"
 #include "model/bert.h"
@@ -109,11 +110,7 @@ int main(int argc, char** argv) try {
                                           ts::data::DownsampleOptions{args.rate, {0}, 42, true});
   const auto tokenizer = ts::text::Tokenizer::from_folder(args.vocab);
   const auto encodings = tokenizer.encode_batch(train.texts, nullptr, 128, 2);
-  ts::data::TokenRows rows;
-  for (const auto& e : encodings) {
-    rows.input_ids.emplace_back(e.ids.begin(), e.ids.end());
-    rows.token_type_ids.emplace_back(e.type_ids.begin(), e.type_ids.end());
-  }
+  auto rows = ts::data::token_rows(encodings, true);
   rows.labels = train.labels;
   const auto lengths = rows.lengths();
   double mean_length = 0;

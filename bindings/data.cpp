@@ -8,13 +8,13 @@
 #include "data.h"
 
 #include "data/batching.h"
+#include "data/loader.h"
 #include "data/sampling.h"
 #include "data/table.h"
 #include "json.h"
 #include "runtime.h"
 #include "tensor.h"
 #include "text/tokenizer.h"
-#include "train/frozen_trunk.h"
 #include "model.h"
 
 namespace ts::lua {
@@ -22,6 +22,52 @@ namespace ts::lua {
 constexpr const char* kLoaderType = "twostage.Loader";
 
 data::Dataset& check_dataset(lua_State* L, int index) { return check<data::Dataset>(L, index, kDatasetType); }
+
+void push_batch(lua_State* L, const data::Batch& batch) {
+  lua_createtable(L, 0, 8);
+  auto set = [L](const char* name, const at::Tensor& tensor) {
+    if (!tensor.defined()) return;
+    push_tensor(L, tensor);
+    lua_setfield(L, -2, name);
+  };
+  set("input_ids", batch.input_ids);
+  set("attention_mask", batch.attention_mask);
+  set("token_type_ids", batch.token_type_ids);
+  set("hidden_states", batch.hidden_states);
+  if (batch.cached()) {
+    lua_pushnumber(L, static_cast<lua_Number>(batch.start_layer));
+    lua_setfield(L, -2, "start_layer");
+  }
+  set("labels", batch.labels);
+  push_integers(L, batch.indices, 1);
+  lua_setfield(L, -2, "rows");
+  lua_pushnumber(L, static_cast<lua_Number>(batch.size()));
+  lua_setfield(L, -2, "size");
+}
+
+data::Batch check_batch(lua_State* L, int index) {
+  luaL_checktype(L, index, LUA_TTABLE);
+  auto field = [&](const char* name) {
+    lua_getfield(L, index, name);
+    at::Tensor tensor;
+    if (!lua_isnil(L, -1)) tensor = check_tensor(L, lua_gettop(L));
+    lua_pop(L, 1);
+    return tensor;
+  };
+  data::Batch batch;
+  batch.attention_mask = field("attention_mask");
+  batch.hidden_states = field("hidden_states");
+  if (batch.cached()) {
+    const auto start_layer = opt_number_field(L, index, "start_layer");
+    if (!start_layer) fail("a batch with hidden_states needs start_layer");
+    batch.start_layer = static_cast<int64_t>(*start_layer);
+  } else {
+    batch.input_ids = field("input_ids");
+    if (!batch.input_ids.defined()) fail("the batch has no 'input_ids' tensor");
+    batch.token_type_ids = field("token_type_ids");
+  }
+  return batch;
+}
 
 namespace {
 
@@ -316,66 +362,18 @@ int split(lua_State* L) {
 
 // ---- loader --------------------------------------------------------------------------------------------------
 
-struct Loader {
-  data::TokenRows rows;
-  std::vector<int64_t> lengths;
-  data::BatchingOptions batching;
-  std::unique_ptr<data::Sampler> sampler;
-  uint64_t seed = 0;
-  std::shared_ptr<train::FrozenTrunkCache> trunk;  // set by cache_trunk(): batches then carry hidden states
-};
+using data::Loader;
 
 Loader& loader_at(lua_State* L, int index) { return check<Loader>(L, index, kLoaderType); }
 
-// loader(dataset, tokenizer, {batch_size = 16, max_length = 128, sampler = "random", seed = 0, padding = "longest",
-//        pad_to = 128, bucket = false, drop_last = false, num_samples = #dataset, threads = 1}) -> loader
+// loader(dataset, tokenizer[, options]) -> loader; options as data::LoaderOptions::from_json: {batch_size = 16,
+// max_length = 128, sampler = "random", seed = 0, padding = "longest", pad_to = max_length, bucket = false,
+// drop_last = false, num_samples = #dataset, threads = 1}
 int loader_new(lua_State* L) {
   const auto& data = dataset_at(L, 1);
   const auto& tokenizer = check<text::Tokenizer>(L, 2, "twostage.Tokenizer");
-  check_option_keys(L, 3,
-                    {"batch_size", "max_length", "sampler", "seed", "padding", "pad_to", "bucket", "drop_last",
-                     "num_samples", "threads"},
-                    "ts.loader");
-  const int options = 3;
-  auto& loader = push_new<Loader>(L, kLoaderType);
-
-  const int max_length = static_cast<int>(opt_number_field(L, options, "max_length").value_or(128));
-  const int threads = static_cast<int>(opt_number_field(L, options, "threads").value_or(1));
-  const auto encodings =
-      tokenizer.encode_batch(data.texts, data.has_pairs() ? &data.pairs : nullptr, max_length, threads);
-  loader.rows.input_ids.reserve(encodings.size());
-  for (const auto& encoding : encodings) {
-    loader.rows.input_ids.emplace_back(encoding.ids.begin(), encoding.ids.end());
-    if (data.has_pairs()) loader.rows.token_type_ids.emplace_back(encoding.type_ids.begin(), encoding.type_ids.end());
-  }
-  loader.rows.labels = data.labels;
-  loader.lengths = loader.rows.lengths();
-
-  auto& batching = loader.batching;
-  batching.pad_id = tokenizer.pad_id();
-  batching.batch_size = static_cast<int64_t>(opt_number_field(L, options, "batch_size").value_or(16));
-  if (batching.batch_size < 1) fail("batch_size {} must be at least 1", batching.batch_size);
-  const std::string padding = opt_string_field(L, options, "padding").value_or("longest");
-  if (padding == "fixed") {
-    batching.padding = data::Padding::Fixed;
-    batching.fixed_length = static_cast<int64_t>(opt_number_field(L, options, "pad_to").value_or(max_length));
-  } else if (padding != "longest") {
-    fail("padding '{}': expected \"longest\" (per batch) or \"fixed\" (to pad_to)", padding);
-  }
-  batching.bucket_by_length = opt_bool_field(L, options, "bucket").value_or(false);
-  batching.drop_last = opt_bool_field(L, options, "drop_last").value_or(false);
-
-  loader.seed = static_cast<uint64_t>(opt_number_field(L, options, "seed").value_or(0));
-  const auto kind = data::sampler_kind_from_name(opt_string_field(L, options, "sampler").value_or("random"));
-  const auto num_samples = static_cast<int64_t>(opt_number_field(L, options, "num_samples").value_or(-1));
-  std::vector<int64_t> labels = data.labels;
-  if (labels.empty()) {
-    if (kind == data::SamplerKind::ClassBalanced || kind == data::SamplerKind::SquareRoot)
-      fail("a class-aware sampler needs labelled rows");
-    labels.assign(static_cast<size_t>(data.size()), 0);
-  }
-  loader.sampler = std::make_unique<data::Sampler>(std::move(labels), std::max<int64_t>(1, data.num_classes()), kind,
-                                                   loader.seed, num_samples);
+  const auto options = data::LoaderOptions::from_json(options_json(L, 3), "ts.loader");
+  push_new<Loader>(L, kLoaderType, data, tokenizer, options);
   return 1;
 }
 
@@ -385,35 +383,6 @@ struct EpochPlan {
 };
 constexpr const char* kEpochPlanType = "twostage.EpochPlan";
 
-void push_batch(lua_State* L, const Loader& loader, const std::vector<int64_t>& indices) {
-  const auto batch = data::collate(loader.rows, indices, loader.batching);
-  lua_createtable(L, 0, 7);
-  if (loader.trunk) {
-    const auto hidden = loader.trunk->collate(indices);
-    push_tensor(L, hidden.hidden_states);
-    lua_setfield(L, -2, "hidden_states");
-    lua_pushnumber(L, static_cast<lua_Number>(loader.trunk->start_layer()));
-    lua_setfield(L, -2, "start_layer");
-    push_tensor(L, hidden.attention_mask);
-    lua_setfield(L, -2, "attention_mask");
-  } else {
-    push_tensor(L, batch.input_ids);
-    lua_setfield(L, -2, "input_ids");
-    push_tensor(L, batch.attention_mask);
-    lua_setfield(L, -2, "attention_mask");
-    push_tensor(L, batch.token_type_ids);
-    lua_setfield(L, -2, "token_type_ids");
-  }
-  if (batch.labels.defined()) {
-    push_tensor(L, batch.labels);
-    lua_setfield(L, -2, "labels");
-  }
-  push_integers(L, batch.indices, 1);
-  lua_setfield(L, -2, "rows");
-  lua_pushnumber(L, static_cast<lua_Number>(batch.indices.size()));
-  lua_setfield(L, -2, "size");
-}
-
 int epoch_iterator(lua_State* L) {
   const auto& loader = loader_at(L, lua_upvalueindex(1));
   const auto& plan = check<EpochPlan>(L, lua_upvalueindex(2), kEpochPlanType);
@@ -421,24 +390,18 @@ int epoch_iterator(lua_State* L) {
   if (position >= plan.batches.size()) return 0;
   lua_pushnumber(L, static_cast<lua_Number>(position + 1));
   lua_replace(L, lua_upvalueindex(3));
-  push_batch(L, loader, plan.batches[position]);
+  push_batch(L, loader.batch(plan.batches[position]));
   return 1;
-}
-
-std::vector<std::vector<int64_t>> plan_epoch(const Loader& loader, int64_t epoch) {
-  return data::plan_batches(loader.sampler->epoch(epoch), loader.lengths, loader.batching,
-                            data::derive_seed(loader.seed, epoch));
 }
 
 // loader:epoch(e) -> iterator over the batches of epoch e (1-based; the order depends only on seed and e):
 //   for batch in loader:epoch(1) do ... end
-// Each batch: {input_ids, attention_mask, token_type_ids, labels, rows, size}; after cache_trunk, hidden_states
-// and start_layer replace the token ids.
+// Each batch as push_batch gives it.
 int loader_epoch(lua_State* L) {
   const auto& loader = loader_at(L, 1);
   const auto epoch = static_cast<int64_t>(luaL_checknumber(L, 2));
   lua_pushvalue(L, 1);
-  push_new<EpochPlan>(L, kEpochPlanType, EpochPlan{plan_epoch(loader, epoch)});
+  push_new<EpochPlan>(L, kEpochPlanType, EpochPlan{loader.plan(epoch)});
   lua_pushnumber(L, 0);
   lua_pushcclosure(L, guarded<epoch_iterator>, 3);
   return 1;
@@ -448,44 +411,39 @@ int loader_epoch(lua_State* L) {
 int loader_batches(lua_State* L) {
   const auto& loader = loader_at(L, 1);
   const auto epoch = static_cast<int64_t>(luaL_optnumber(L, 2, 1));
-  lua_pushnumber(L, static_cast<lua_Number>(plan_epoch(loader, epoch).size()));
+  lua_pushnumber(L, static_cast<lua_Number>(loader.plan(epoch).size()));
   return 1;
 }
 
 int loader_size(lua_State* L) {
-  lua_pushnumber(L, static_cast<lua_Number>(loader_at(L, 1).rows.size()));
+  lua_pushnumber(L, static_cast<lua_Number>(loader_at(L, 1).size()));
   return 1;
 }
 
 int loader_labels(lua_State* L) {
-  push_integers(L, loader_at(L, 1).rows.labels);
+  push_integers(L, loader_at(L, 1).rows().labels);
   return 1;
 }
 
 int loader_tokens(lua_State* L) {
-  const auto& lengths = loader_at(L, 1).lengths;
-  lua_pushnumber(L, static_cast<lua_Number>(std::accumulate(lengths.begin(), lengths.end(), int64_t{0})));
+  lua_pushnumber(L, static_cast<lua_Number>(loader_at(L, 1).tokens()));
   return 1;
 }
 
-// loader:cache_trunk(model, start_layer[, {batch_size = 64}]): runs the model's embeddings and layers below
-// `start_layer` (0-based) once per row, in eval mode and without gradients, and keeps the hidden states; from then on
-// its batches carry them, so the model runs only the layers from start_layer up. Only valid while those lower layers
-// stay frozen.
+// loader:cache_trunk(model, start_layer[, {batch_size = 64}]) -> bytes held: Loader::cache_trunk (start_layer is
+// 0-based, as model:first_trainable_layer() gives it).
 int loader_cache_trunk(lua_State* L) {
   auto& loader = loader_at(L, 1);
   auto& model = check_classifier(L, 2);
   const auto start_layer = static_cast<int64_t>(luaL_checknumber(L, 3));
   check_option_keys(L, 4, {"batch_size"}, "loader:cache_trunk");
   const auto batch_size = static_cast<int64_t>(opt_number_field(L, 4, "batch_size").value_or(64));
-  loader.trunk = std::make_shared<train::FrozenTrunkCache>(model, loader.rows, start_layer, batch_size,
-                                                           loader.batching.pad_id);
-  lua_pushnumber(L, static_cast<lua_Number>(loader.trunk->bytes()));
+  lua_pushnumber(L, static_cast<lua_Number>(loader.cache_trunk(model, start_layer, batch_size)));
   return 1;
 }
 
 int loader_drop_trunk(lua_State* L) {
-  loader_at(L, 1).trunk.reset();
+  loader_at(L, 1).drop_trunk();
   return 0;
 }
 

@@ -96,6 +96,10 @@ nlohmann::json convert(lua_State* L, int index, int depth) {
 
 nlohmann::json to_json(lua_State* L, int index) { return convert(L, index, 0); }
 
+nlohmann::json options_json(lua_State* L, int index) {
+  return lua_isnoneornil(L, index) ? nlohmann::json() : to_json(L, index);
+}
+
 void push_json(lua_State* L, const nlohmann::json& value) {
   switch (value.type()) {
     case nlohmann::json::value_t::null: lua_pushnil(L); return;

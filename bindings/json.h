@@ -7,6 +7,8 @@
 namespace ts::lua {
 
 nlohmann::json to_json(lua_State* L, int index);
+// An option table as JSON for a host options struct's from_json: null when the argument is nil or absent.
+nlohmann::json options_json(lua_State* L, int index);
 void push_json(lua_State* L, const nlohmann::json& value);
 
 }  // namespace ts::lua

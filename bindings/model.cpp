@@ -2,6 +2,8 @@
 // folder or built from a config; forward on a batch table; parameters by name; train/eval; save.
 #include "model.h"
 
+#include "data.h"
+#include "data/loader.h"
 #include "json.h"
 #include "model/checkpoint.h"
 #include "runtime.h"
@@ -123,17 +125,6 @@ int classifier_from_config(lua_State* L) {
   return 1;
 }
 
-at::Tensor batch_field(lua_State* L, int batch, const char* name, bool required) {
-  lua_getfield(L, batch, name);
-  at::Tensor tensor;
-  if (!lua_isnil(L, -1))
-    tensor = check_tensor(L, lua_gettop(L));
-  else if (required)
-    fail("the batch has no '{}' tensor", name);
-  lua_pop(L, 1);
-  return tensor;
-}
-
 int push_outputs(lua_State* L, const SequenceClassifierOutputs& outputs) {
   push_tensor(L, outputs.logits);
   push_tensor(L, outputs.pooled);
@@ -142,38 +133,23 @@ int push_outputs(lua_State* L, const SequenceClassifierOutputs& outputs) {
 }
 
 // forward(batch) -> logits [B, C], pooled [B, H], last_hidden_state [B, T, H]; batch = {input_ids, attention_mask,
-// token_type_ids}, moved to the model's device.
-// A batch from a loader with a cached trunk carries {hidden_states, start_layer, attention_mask} instead, and only
-// the layers from start_layer up run.
+// token_type_ids}, or from a loader with a cached trunk {hidden_states, start_layer, attention_mask}, whose layers
+// from start_layer up run (data::forward). Moved to the model's device.
 int method_forward(lua_State* L) {
-  auto& model = self(L).module;
-  luaL_checktype(L, 2, LUA_TTABLE);
-  const auto device = model->parameters().front().device();
-  auto on_device = [&](const at::Tensor& t) { return t.defined() ? t.to(device) : t; };
-  const auto hidden_states = batch_field(L, 2, "hidden_states", false);
-  if (hidden_states.defined()) {
-    const auto start_layer = opt_number_field(L, 2, "start_layer");
-    if (!start_layer) fail("a batch with hidden_states needs start_layer");
-    return push_outputs(L, model->forward_from(static_cast<int64_t>(*start_layer), on_device(hidden_states),
-                                               on_device(batch_field(L, 2, "attention_mask", false))));
-  }
-  return push_outputs(L, model->forward(on_device(batch_field(L, 2, "input_ids", true)),
-                                        on_device(batch_field(L, 2, "attention_mask", false)),
-                                        on_device(batch_field(L, 2, "token_type_ids", false))));
+  return push_outputs(L, data::forward(self(L).module, check_batch(L, 2)));
 }
 
 // embed(batch) -> [B, H]: each row's mean-pooled token states at unit length (mean_pooled_unit), without gradients;
 // the dot product of two rows is their cosine similarity. Call eval() first for deterministic vectors.
 int method_embed(lua_State* L) {
   auto& model = self(L).module;
-  luaL_checktype(L, 2, LUA_TTABLE);
-  const auto device = model->parameters().front().device();
-  auto on_device = [&](const at::Tensor& t) { return t.defined() ? t.to(device) : t; };
+  const auto batch = check_batch(L, 2);
+  if (batch.cached()) fail("embed needs token ids: a batch of hidden states covers only the top layers");
   torch::NoGradGuard no_grad;
-  const auto attention_mask = on_device(batch_field(L, 2, "attention_mask", false));
-  const auto outputs = model->forward(on_device(batch_field(L, 2, "input_ids", true)), attention_mask,
-                                      on_device(batch_field(L, 2, "token_type_ids", false)));
-  push_tensor(L, mean_pooled_unit(outputs.last_hidden_state, attention_mask));
+  const auto outputs = data::forward(model, batch);
+  const auto device = model->parameters().front().device();
+  const auto mask = batch.attention_mask.defined() ? batch.attention_mask.to(device) : batch.attention_mask;
+  push_tensor(L, mean_pooled_unit(outputs.last_hidden_state, mask));
   return 1;
 }
 

@@ -1,5 +1,7 @@
 // ts.tokenizer(path): a WordPiece tokenizer exact to Hugging Face's BertTokenizer.
+#include "data.h"
 #include "data/batching.h"
+#include "data/loader.h"
 #include "runtime.h"
 #include "tensor.h"
 #include "text/tokenizer.h"
@@ -36,7 +38,8 @@ int method_encode(lua_State* L) {
   return 2;
 }
 
-// batch(texts[, {pairs = {...}, max_length = 128, pad_to = 128}]) -> {input_ids, attention_mask, token_type_ids}
+// batch(texts[, {pairs = {...}, max_length = 128, pad_to = 128}]) -> {input_ids, attention_mask, token_type_ids,
+// rows, size}, as a loader's batches
 // Padded to the longest row unless pad_to fixes the length.
 int method_batch(lua_State* L) {
   const auto texts = check_string_list(L, 2);
@@ -51,13 +54,7 @@ int method_batch(lua_State* L) {
     fail("batch: {} texts but {} pairs", texts.size(), pairs.size());
   const int max_length = static_cast<int>(opt_number_field(L, 3, "max_length").value_or(0));
   const auto pad_to = opt_number_field(L, 3, "pad_to");
-  const auto encodings = self(L).encode_batch(texts, pairs.empty() ? nullptr : &pairs, max_length);
-
-  data::TokenRows rows;
-  for (const auto& encoding : encodings) {
-    rows.input_ids.emplace_back(encoding.ids.begin(), encoding.ids.end());
-    rows.token_type_ids.emplace_back(encoding.type_ids.begin(), encoding.type_ids.end());
-  }
+  const auto rows = data::token_rows(self(L).encode_batch(texts, pairs.empty() ? nullptr : &pairs, max_length), true);
   data::BatchingOptions options;
   options.pad_id = self(L).pad_id();
   if (pad_to) {
@@ -66,14 +63,7 @@ int method_batch(lua_State* L) {
   }
   std::vector<int64_t> all(rows.size());
   for (int64_t i = 0; i < rows.size(); ++i) all[i] = i;
-  const auto batch = data::collate(rows, all, options);
-  lua_createtable(L, 0, 3);
-  push_tensor(L, batch.input_ids);
-  lua_setfield(L, -2, "input_ids");
-  push_tensor(L, batch.attention_mask);
-  lua_setfield(L, -2, "attention_mask");
-  push_tensor(L, batch.token_type_ids);
-  lua_setfield(L, -2, "token_type_ids");
+  push_batch(L, data::collate(rows, all, options));
   return 1;
 }
 

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "data/batching.h"
+#include "data/loader.h"
 #include "data/table.h"
 #include "model/checkpoint.h"
 #include "runtime/environment.h"
@@ -84,11 +85,7 @@ int predict(const std::vector<std::string>& args) {
   const auto encodings =
       tokenizer.encode_batch(table.texts, table.has_pairs() ? &table.pairs : nullptr, max_length, 0);
 
-  data::TokenRows rows;
-  for (const auto& encoding : encodings) {
-    rows.input_ids.emplace_back(encoding.ids.begin(), encoding.ids.end());
-    rows.token_type_ids.emplace_back(encoding.type_ids.begin(), encoding.type_ids.end());
-  }
+  const auto rows = data::token_rows(encodings, true);
   // Rows of similar length go together so that little is padded; the output keeps the input order.
   std::vector<int64_t> order(rows.size());
   std::iota(order.begin(), order.end(), 0);
@@ -104,8 +101,7 @@ int predict(const std::vector<std::string>& args) {
   for (size_t start = 0; start < order.size(); start += options.batch_size) {
     const size_t end = std::min(order.size(), start + static_cast<size_t>(options.batch_size));
     const std::vector<int64_t> indices(order.begin() + start, order.begin() + end);
-    const auto batch = data::collate(rows, indices, batching);
-    const auto output = model->forward(batch.input_ids, batch.attention_mask, batch.token_type_ids).logits.contiguous();
+    const auto output = data::forward(model, data::collate(rows, indices, batching)).logits.contiguous();
     const float* values = output.data_ptr<float>();
     for (size_t r = 0; r < indices.size(); ++r)
       logits[indices[r]].assign(values + r * classes, values + (r + 1) * classes);

@@ -41,12 +41,19 @@ struct BatchingOptions {
 std::vector<std::vector<int64_t>> plan_batches(const std::vector<int64_t>& order, const std::vector<int64_t>& lengths,
                                                const BatchingOptions& options, uint32_t seed);
 
+// A batch carries token ids, or (from a loader with a cached frozen trunk, data/loader.h) the trunk's hidden states
+// for the layers from `start_layer` up; data::forward runs the model on either.
 struct Batch {
-  torch::Tensor input_ids;       // [B, T] int64
+  torch::Tensor input_ids;       // [B, T] int64; undefined when hidden_states carry the batch
   torch::Tensor attention_mask;  // [B, T] int64, 1 on tokens, 0 on padding
-  torch::Tensor token_type_ids;  // [B, T] int64
+  torch::Tensor token_type_ids;  // [B, T] int64; undefined with hidden_states
+  torch::Tensor hidden_states;   // [B, T, H], the output of layer start_layer - 1; undefined with token ids
+  int64_t start_layer = 0;
   torch::Tensor labels;          // [B] int64, undefined when the rows have no labels
   std::vector<int64_t> indices;  // the rows, in batch order
+
+  bool cached() const { return hidden_states.defined(); }
+  int64_t size() const { return static_cast<int64_t>(indices.size()); }
 };
 
 // Builds the tensors for `indices` (on the CPU; move them with .to(device)).
