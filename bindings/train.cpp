@@ -29,15 +29,6 @@ std::vector<double> check_number_list(lua_State* L, int index, const char* what)
   return items;
 }
 
-std::vector<int64_t> counts_field(lua_State* L, int table, const char* key) {
-  lua_getfield(L, table, key);
-  std::vector<int64_t> counts;
-  if (!lua_isnil(L, -1))
-    for (double value : check_number_list(L, lua_gettop(L), key)) counts.push_back(static_cast<int64_t>(value));
-  lua_pop(L, 1);
-  return counts;
-}
-
 // ---- losses ----------------------------------------------------------------------------------------------------
 
 struct Loss {
@@ -45,55 +36,11 @@ struct Loss {
   std::string name;
 };
 
-// loss{kind = "ce" | "ldam" | "focal" | "logit_adjusted", counts = {n_0, ...}, weights = nil | "inverse" |
-//      "effective" | {w_0, ...}, beta = 0.9999, max_margin = 0.5, scale = 1, gamma = 2, tau = 1,
-//      label_smoothing = 0} -> loss; loss(logits, labels) -> scalar tensor
-// counts are the training set's class counts, needed by class weights, LDAM margins and logit adjustment.
+// loss{kind, counts, weights, ...} -> loss (the options: train::LossOptions); loss(logits, labels) -> scalar tensor
 int loss_new(lua_State* L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  check_option_keys(L, 1,
-                    {"kind", "counts", "weights", "beta", "max_margin", "scale", "gamma", "tau", "label_smoothing"},
-                    "ts.loss");
-  Loss loss;
-  loss.name = opt_string_field(L, 1, "kind").value_or("ce");
-  auto& config = loss.config;
-  config.kind = train::loss_kind_from_name(loss.name);
-  const auto counts = counts_field(L, 1, "counts");
-  auto need_counts = [&](const char* what) {
-    if (counts.empty()) fail("loss '{}': {} need the training class counts (counts = {{...}})", loss.name, what);
-  };
-  lua_getfield(L, 1, "weights");
-  if (lua_type(L, -1) == LUA_TSTRING) {
-    const std::string kind = lua_tostring(L, -1);
-    need_counts("class weights");
-    if (kind == "effective")
-      config.class_weights =
-          train::effective_number_weights(counts, opt_number_field(L, 1, "beta").value_or(0.9999));
-    else if (kind == "inverse")
-      config.class_weights = train::inverse_frequency_weights(counts);
-    else if (kind != "none")
-      fail("loss weights '{}': expected \"effective\", \"inverse\", \"none\" or a list", kind);
-  } else if (lua_istable(L, -1)) {
-    config.class_weights = check_number_list(L, lua_gettop(L), "weights");
-  } else if (!lua_isnil(L, -1)) {
-    fail("loss weights: expected a name or a list, got {}", luaL_typename(L, -1));
-  }
-  lua_pop(L, 1);
-  if (config.kind == train::LossKind::Ldam) {
-    need_counts("LDAM margins");
-    config.margins = train::ldam_margins(counts, opt_number_field(L, 1, "max_margin").value_or(0.5));
-    config.scale = opt_number_field(L, 1, "scale").value_or(1.0);
-  }
-  if (config.kind == train::LossKind::Focal) config.gamma = opt_number_field(L, 1, "gamma").value_or(2.0);
-  if (config.kind == train::LossKind::LogitAdjusted) {
-    need_counts("logit adjustment");
-    config.priors = train::class_priors(counts);
-    config.tau = opt_number_field(L, 1, "tau").value_or(1.0);
-  }
-  config.label_smoothing = opt_number_field(L, 1, "label_smoothing").value_or(0.0);
-  if (!counts.empty() && !config.class_weights.empty() && config.class_weights.size() != counts.size())
-    fail("loss: {} class weights for {} classes", config.class_weights.size(), counts.size());
-  push_new<Loss>(L, kLossType, std::move(loss));
+  auto options = train::LossOptions::from_json(options_json(L, 1), "ts.loss");
+  push_new<Loss>(L, kLossType, Loss{std::move(options.config), std::move(options.name)});
   return 1;
 }
 
@@ -158,46 +105,19 @@ int optimizer_new(lua_State* L) {
     modules.push_back(&check_module(L, 1));
   }
   luaL_checktype(L, 2, LUA_TTABLE);
-  Optimizer optimizer;
-  check_option_keys(L, 2,
-                    {"kind", "lr", "weight_decay", "eps", "momentum", "nesterov", "betas", "no_decay", "trainable"},
-                    "ts.optimizer");
-  lua_getfield(L, 2, "trainable");
-  if (!lua_isnil(L, -1)) {
+  const auto options = train::OptimizerOptions::from_json(options_json(L, 2), "ts.optimizer");
+  if (options.trainable) {
     if (modules.size() != 1) fail("optimizer: trainable selects the parameters of one model, not of a list");
-    train::set_trainable(*modules.front(), check_string_list(L, lua_gettop(L)));
+    train::set_trainable(*modules.front(), *options.trainable);
   }
-  lua_pop(L, 1);
-  auto& config = optimizer.config;
-  config.kind = opt_string_field(L, 2, "kind").value_or("adamw");
-  config.lr = opt_number_field(L, 2, "lr").value_or(config.lr);
-  config.weight_decay = opt_number_field(L, 2, "weight_decay").value_or(config.weight_decay);
-  config.eps = opt_number_field(L, 2, "eps").value_or(config.eps);
-  config.momentum = opt_number_field(L, 2, "momentum").value_or(config.momentum);
-  config.nesterov = opt_bool_field(L, 2, "nesterov").value_or(config.nesterov);
-  lua_getfield(L, 2, "betas");
-  if (!lua_isnil(L, -1)) {
-    const auto betas = check_number_list(L, lua_gettop(L), "betas");
-    if (betas.size() != 2) fail("betas: expected two numbers, got {}", betas.size());
-    config.beta1 = betas[0];
-    config.beta2 = betas[1];
-  }
-  lua_pop(L, 1);
-  std::vector<std::string> no_decay;
-  lua_getfield(L, 2, "no_decay");
-  if (!lua_isnil(L, -1)) no_decay = check_string_list(L, lua_gettop(L));
-  lua_pop(L, 1);
-
+  Optimizer optimizer;
+  optimizer.config = options.config;
+  const auto& config = optimizer.config;
   std::vector<torch::Tensor> decayed, not_decayed;
   for (auto* module : modules) {
     for (const auto& item : module->named_parameters()) {
       if (!item.value().requires_grad()) continue;
-      const bool exempt = std::any_of(no_decay.begin(), no_decay.end(), [&](const std::string& pattern) {
-        return train::name_matches(item.key(), pattern) ||
-               (item.key().size() >= pattern.size() &&
-                item.key().compare(item.key().size() - pattern.size(), pattern.size(), pattern) == 0);
-      });
-      (exempt ? not_decayed : decayed).push_back(item.value());
+      (options.exempt_from_decay(item.key()) ? not_decayed : decayed).push_back(item.value());
       optimizer.parameters.push_back(item.value());
     }
   }

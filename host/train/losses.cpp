@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "core/options.h"
 
 namespace ts::train {
 namespace {
@@ -165,6 +166,52 @@ torch::Tensor compute_loss(const LossConfig& config, const torch::Tensor& logits
       return logit_adjusted_loss(logits, targets, config.priors, config.tau, config.class_weights);
   }
   fail("unknown loss kind");
+}
+
+LossOptions LossOptions::from_json(const nlohmann::json& json, const std::string& where) {
+  const OptionReader read(json, where,
+                          {"kind", "counts", "weights", "beta", "max_margin", "scale", "gamma", "tau", "label_smoothing"});
+  LossOptions options;
+  options.name = read.string("kind").value_or("ce");
+  auto& config = options.config;
+  config.kind = loss_kind_from_name(options.name);
+  std::vector<int64_t> counts;
+  for (const double count : read.numbers("counts").value_or(std::vector<double>{}))
+    counts.push_back(static_cast<int64_t>(count));
+  auto need_counts = [&](const char* what) {
+    if (counts.empty()) fail("loss '{}': {} need the training class counts (counts = {{...}})", options.name, what);
+  };
+  if (const auto* weights = read.find("weights")) {
+    if (weights->is_string()) {
+      const auto kind = weights->get<std::string>();
+      need_counts("class weights");
+      if (kind == "effective")
+        config.class_weights = effective_number_weights(counts, read.number("beta").value_or(0.9999));
+      else if (kind == "inverse")
+        config.class_weights = inverse_frequency_weights(counts);
+      else if (kind != "none")
+        fail("loss weights '{}': expected \"effective\", \"inverse\", \"none\" or a list", kind);
+    } else if (weights->is_array() || weights->is_object()) {
+      config.class_weights = *read.numbers("weights");
+    } else {
+      fail("loss weights: expected a name or a list, got a {}", weights->type_name());
+    }
+  }
+  if (config.kind == LossKind::Ldam) {
+    need_counts("LDAM margins");
+    config.margins = ldam_margins(counts, read.number("max_margin").value_or(0.5));
+    config.scale = read.number("scale").value_or(1.0);
+  }
+  if (config.kind == LossKind::Focal) config.gamma = read.number("gamma").value_or(2.0);
+  if (config.kind == LossKind::LogitAdjusted) {
+    need_counts("logit adjustment");
+    config.priors = class_priors(counts);
+    config.tau = read.number("tau").value_or(1.0);
+  }
+  config.label_smoothing = read.number("label_smoothing").value_or(0.0);
+  if (!counts.empty() && !config.class_weights.empty() && config.class_weights.size() != counts.size())
+    fail("loss: {} class weights for {} classes", config.class_weights.size(), counts.size());
+  return options;
 }
 
 }  // namespace ts::train

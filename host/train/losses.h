@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 namespace ts::train {
@@ -68,5 +69,17 @@ struct LossConfig {
 };
 
 torch::Tensor compute_loss(const LossConfig& config, const torch::Tensor& logits, const torch::Tensor& targets);
+
+// A loss as a recipe names it: {kind = "ce" | "ldam" | "focal" | "logit_adjusted", counts = {n_0, ...},
+// weights = nil | "inverse" | "effective" | "none" | {w_0, ...}, beta = 0.9999, max_margin = 0.5, scale = 1,
+// gamma = 2, tau = 1, label_smoothing = 0}. counts are the training set's class counts, which class weights, LDAM
+// margins and logit adjustment are computed from.
+struct LossOptions {
+  std::string name = "ce";  // the kind as given
+  LossConfig config;
+
+  // Unknown keys and values of the wrong type are errors naming `where`.
+  static LossOptions from_json(const nlohmann::json& options, const std::string& where);
+};
 
 }  // namespace ts::train

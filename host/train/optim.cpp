@@ -5,6 +5,7 @@
 #include <unordered_set>
 
 #include "core/error.h"
+#include "core/options.h"
 #include "train/fused_adamw.h"
 #include "train/sum_of_squares.h"
 
@@ -275,6 +276,34 @@ double clip_grad_norm_and_step(torch::optim::Optimizer& optimizer, const std::ve
   const auto clipping = clipping_of(parameters, max_norm);
   fused->step_scaled(static_cast<float>(clipping.coefficient));
   return clipping.norm;
+}
+
+OptimizerOptions OptimizerOptions::from_json(const nlohmann::json& json, const std::string& where) {
+  const OptionReader read(json, where,
+                          {"kind", "lr", "weight_decay", "eps", "momentum", "nesterov", "betas", "no_decay", "trainable"});
+  OptimizerOptions options;
+  auto& config = options.config;
+  config.kind = read.string("kind").value_or(config.kind);
+  config.lr = read.number("lr").value_or(config.lr);
+  config.weight_decay = read.number("weight_decay").value_or(config.weight_decay);
+  config.eps = read.number("eps").value_or(config.eps);
+  config.momentum = read.number("momentum").value_or(config.momentum);
+  config.nesterov = read.boolean("nesterov").value_or(config.nesterov);
+  if (const auto betas = read.numbers("betas")) {
+    if (betas->size() != 2) fail("betas: expected two numbers, got {}", betas->size());
+    config.beta1 = (*betas)[0];
+    config.beta2 = (*betas)[1];
+  }
+  options.no_decay = read.strings("no_decay").value_or(std::vector<std::string>{});
+  options.trainable = read.strings("trainable");
+  return options;
+}
+
+bool OptimizerOptions::exempt_from_decay(const std::string& name) const {
+  return std::any_of(no_decay.begin(), no_decay.end(), [&](const std::string& pattern) {
+    return name_matches(name, pattern) ||
+           (name.size() >= pattern.size() && name.compare(name.size() - pattern.size(), pattern.size(), pattern) == 0);
+  });
 }
 
 }  // namespace ts::train

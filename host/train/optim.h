@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 namespace ts::train {
@@ -57,6 +58,21 @@ struct OptimizerConfig {
   double weight_decay = 0.0;                       // both
   double momentum = 0.0;                           // SGD
   bool nesterov = false;                           // SGD
+};
+
+// An optimiser as a recipe names it: {kind, lr, weight_decay, eps, momentum, nesterov, betas = {b1, b2},
+// no_decay = {patterns}, trainable = {patterns}}. trainable, when given, is the parameter selection the optimiser
+// trains (set_trainable's patterns); no_decay names the parameters kept out of weight decay (a pattern, or a suffix
+// of the name).
+struct OptimizerOptions {
+  OptimizerConfig config;
+  std::vector<std::string> no_decay;
+  std::optional<std::vector<std::string>> trainable;
+
+  // Unknown keys and values of the wrong type are errors naming `where`.
+  static OptimizerOptions from_json(const nlohmann::json& options, const std::string& where);
+  // Whether `name` is kept out of weight decay.
+  bool exempt_from_decay(const std::string& name) const;
 };
 
 // AdamW (train::FusedAdamW, in either arithmetic) or SGD over `parameters`.

@@ -111,3 +111,22 @@ TEST_CASE("losses work in float32", "[losses]") {
   CHECK(value(ldam_loss(x, example_targets(), {std::log(2.0), std::log(3.0)})) ==
         Approx(std::log(30.0) / 2.0).epsilon(1e-5));
 }
+
+TEST_CASE("loss options are read strictly and give the configured loss") {
+  using nlohmann::json;
+  const auto ldam = ts::train::LossOptions::from_json(
+      json{{"kind", "ldam"}, {"counts", {90, 10}}, {"weights", "inverse"}, {"scale", 30}}, "ts.loss");
+  CHECK(ldam.name == "ldam");
+  CHECK(ldam.config.kind == ts::train::LossKind::Ldam);
+  CHECK(ldam.config.margins == ts::train::ldam_margins({90, 10}, 0.5));
+  CHECK(ldam.config.class_weights == ts::train::inverse_frequency_weights({90, 10}));
+  CHECK(ldam.config.scale == 30);
+  CHECK(ts::train::LossOptions::from_json(json{{"weights", {1.0, 2.0}}}, "ts.loss").config.class_weights ==
+        std::vector<double>{1.0, 2.0});
+  CHECK_THROWS_WITH(ts::train::LossOptions::from_json(json{{"kind", "ce"}, {"wieghts", "inverse"}}, "ts.loss"),
+                    Catch::Contains("ts.loss: unknown option 'wieghts'") && Catch::Contains("weights"));
+  CHECK_THROWS_WITH(ts::train::LossOptions::from_json(json{{"kind", "ldam"}}, "ts.loss"),
+                    Catch::Contains("need the training class counts"));
+  CHECK_THROWS_WITH(ts::train::LossOptions::from_json(json{{"kind", "focal"}, {"gamma", "2"}}, "ts.loss"),
+                    Catch::Contains("'gamma' expects a number"));
+}

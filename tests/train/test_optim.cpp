@@ -390,3 +390,24 @@ TEST_CASE("adamw_hf follows transformers' AdamW formula, eps on √v and decay a
     CHECK(torch_moved > 1.5 * hf_moved);
   }
 }
+
+TEST_CASE("optimizer options are read strictly: a misspelt key is an error naming it, betas must be two") {
+  using nlohmann::json;
+  const auto options = ts::train::OptimizerOptions::from_json(
+      json{{"kind", "adamw_hf"}, {"lr", 2e-5}, {"betas", {0.8, 0.99}}, {"no_decay", {"bias", "LayerNorm.weight"}},
+           {"trainable", {"classifier"}}},
+      "ts.optimizer");
+  CHECK(options.config.kind == "adamw_hf");
+  CHECK(options.config.lr == 2e-5);
+  CHECK(options.config.beta1 == 0.8);
+  CHECK(options.config.beta2 == 0.99);
+  CHECK(options.trainable == std::vector<std::string>{"classifier"});
+  CHECK(options.exempt_from_decay("bert.encoder.layer.0.attention.output.dense.bias"));
+  CHECK(options.exempt_from_decay("bert.embeddings.LayerNorm.weight"));
+  CHECK_FALSE(options.exempt_from_decay("bert.encoder.layer.0.attention.output.dense.weight"));
+  CHECK_FALSE(ts::train::OptimizerOptions::from_json(json::object(), "ts.optimizer").trainable.has_value());
+  CHECK_THROWS_WITH(ts::train::OptimizerOptions::from_json(json{{"weight_decy", 0.01}}, "ts.optimizer"),
+                    Catch::Contains("ts.optimizer: unknown option 'weight_decy'") && Catch::Contains("weight_decay"));
+  CHECK_THROWS_WITH(ts::train::OptimizerOptions::from_json(json{{"betas", {0.9}}}, "ts.optimizer"),
+                    Catch::Contains("expected two numbers"));
+}
