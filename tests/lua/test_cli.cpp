@@ -205,11 +205,15 @@ TEST_CASE("BLAS kernels: the user's OPENBLAS_CORETYPE is respected, --blas-core 
   CHECK_THAT(result.output, Catch::Contains("BLAS kernels Prescott (OPENBLAS_CORETYPE=Prescott set by the user"));
   result = version_with_coretype("Prescott", "--blas-core as-is");
   CHECK_THAT(result.output, Catch::Contains("BLAS kernels Prescott (OPENBLAS_CORETYPE=Prescott as set"));
-  result = version_with_coretype("", "--blas-core Prescott");
-  CHECK_THAT(result.output, Catch::Contains("BLAS kernels Prescott (chosen by twostage: --blas-core Prescott; "
-                                            "sgemm verified"));
   result = version_with_coretype("", "--blas-core as-is");
   CHECK_THAT(result.output, Catch::Contains("OpenBLAS's own choice, --blas-core as-is"));
+  const bool openblas_runs_prescott = result.output.find("BLAS kernels Prescott (") != std::string::npos;
+  result = version_with_coretype("", "--blas-core Prescott");
+  if (openblas_runs_prescott)  // what OpenBLAS chose already: nothing to set, so no restart to verify
+    CHECK_THAT(result.output, Catch::Contains("BLAS kernels Prescott (--blas-core Prescott)"));
+  else
+    CHECK_THAT(result.output, Catch::Contains("BLAS kernels Prescott (chosen by twostage: --blas-core Prescott; "
+                                              "sgemm verified"));
   result = version_with_coretype("", "--blas-core nonsense");
   CHECK(result.status == 1);
   CHECK_THAT(result.output, Catch::Contains("--blas-core nonsense: expected auto, as-is or an OpenBLAS core type"));
