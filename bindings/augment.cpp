@@ -9,9 +9,9 @@
 
 #include "data/sampling.h"
 #include "json.h"
-#include "llm/clean.h"
-#include "llm/eda.h"
-#include "model/contextual_substitution.h"
+#include "augment/clean.h"
+#include "augment/eda.h"
+#include "augment/contextual_substitution.h"
 #include "runtime.h"
 
 namespace ts::lua {
@@ -42,8 +42,8 @@ int count_argument(lua_State* L, int index) {
 // ---- EDA ----------------------------------------------------------------------------------------------------------
 
 struct EdaAugmenter {
-  llm::Eda eda;
-  llm::EdaOptions options;
+  augment::Eda eda;
+  augment::EdaOptions options;
 };
 
 // eda{seed = 42, alpha = 0.1, alpha_sr, alpha_ri, alpha_rs, p_rd, wordnet = PATH}: alpha sets all four operations'
@@ -51,15 +51,15 @@ struct EdaAugmenter {
 int eda_new(lua_State* L) {
   check_option_keys(L, 1, {"seed", "alpha", "alpha_sr", "alpha_ri", "alpha_rs", "p_rd", "wordnet"}, "eda");
   const double alpha = fraction_option(L, 1, "alpha", 0.1);
-  llm::EdaOptions options;
+  augment::EdaOptions options;
   options.alpha_sr = fraction_option(L, 1, "alpha_sr", alpha);
   options.alpha_ri = fraction_option(L, 1, "alpha_ri", alpha);
   options.alpha_rs = fraction_option(L, 1, "alpha_rs", alpha);
   options.p_rd = fraction_option(L, 1, "p_rd", alpha);
   const auto directory = opt_string_field(L, 1, "wordnet");
   if (directory) check_read(L, *directory);
-  auto wordnet = llm::WordNet::shared(directory.value_or(llm::WordNet::default_directory()));
-  push_new<EdaAugmenter>(L, kEdaType, EdaAugmenter{llm::Eda(seed_option(L, 1), std::move(wordnet)), options});
+  auto wordnet = augment::WordNet::shared(directory.value_or(augment::WordNet::default_directory()));
+  push_new<EdaAugmenter>(L, kEdaType, EdaAugmenter{augment::Eda(seed_option(L, 1), std::move(wordnet)), options});
   return 1;
 }
 
@@ -67,7 +67,7 @@ int eda_new(lua_State* L) {
 int eda_augment(lua_State* L) {
   auto& augmenter = check<EdaAugmenter>(L, 1, kEdaType);
   const std::string text = check_string(L, 2);
-  llm::EdaOptions options = augmenter.options;
+  augment::EdaOptions options = augmenter.options;
   options.num_aug = count_argument(L, 3);
   push_strings(L, options.num_aug > 0 ? augmenter.eda.augment(text, options) : std::vector<std::string>{});
   return 1;
@@ -86,27 +86,27 @@ int contextual_new(lua_State* L) {
   if (!folder || folder->empty())
     fail("contextual_augmenter: model = DIR is required (a Hugging Face BertForMaskedLM folder)");
   check_read(L, *folder);
-  ContextualSubstitutionOptions options;
+  augment::ContextualSubstitutionOptions options;
   options.fraction = opt_number_field(L, 1, "fraction").value_or(options.fraction);
   options.top_k = static_cast<int>(opt_number_field(L, 1, "top_k").value_or(options.top_k));
   options.temperature = opt_number_field(L, 1, "temperature").value_or(options.temperature);
   options.max_length = static_cast<int>(opt_number_field(L, 1, "max_length").value_or(options.max_length));
   options.batch_size = static_cast<int>(opt_number_field(L, 1, "batch_size").value_or(options.batch_size));
   const torch::Device device(opt_string_field(L, 1, "device").value_or("cpu"));
-  push_new<ContextualSubstitution>(L, kContextualType,
-                                   ContextualSubstitution::load(*folder, seed_option(L, 1), options, device));
+  push_new<augment::ContextualSubstitution>(L, kContextualType,
+                                   augment::ContextualSubstitution::load(*folder, seed_option(L, 1), options, device));
   return 1;
 }
 
 int contextual_augment(lua_State* L) {
-  auto& augmenter = check<ContextualSubstitution>(L, 1, kContextualType);
+  auto& augmenter = check<augment::ContextualSubstitution>(L, 1, kContextualType);
   push_strings(L, augmenter.augment(check_string(L, 2), count_argument(L, 3)));
   return 1;
 }
 
 // augment_many(texts[, n = 1]) -> one list of variants per text, computed in batches
 int contextual_augment_many(lua_State* L) {
-  auto& augmenter = check<ContextualSubstitution>(L, 1, kContextualType);
+  auto& augmenter = check<augment::ContextualSubstitution>(L, 1, kContextualType);
   const auto results = augmenter.augment(check_string_list(L, 2), count_argument(L, 3));
   lua_createtable(L, static_cast<int>(results.size()), 0);
   for (size_t i = 0; i < results.size(); ++i) {
@@ -119,13 +119,13 @@ int contextual_augment_many(lua_State* L) {
 // ---- the reply cleaner -------------------------------------------------------------------------------------------
 
 // Pushes `text` when accepted, else nil, the reason and the cleaned text (for inspection).
-int push_cleaned(lua_State* L, const llm::Cleaned& cleaned) {
+int push_cleaned(lua_State* L, const augment::Cleaned& cleaned) {
   if (cleaned.accepted()) {
     lua_pushlstring(L, cleaned.text.data(), cleaned.text.size());
     return 1;
   }
   lua_pushnil(L);
-  lua_pushstring(L, llm::rejection_name(cleaned.rejection));
+  lua_pushstring(L, augment::rejection_name(cleaned.rejection));
   lua_pushlstring(L, cleaned.text.data(), cleaned.text.size());
   return 3;
 }
@@ -135,8 +135,8 @@ int clean_paraphrase(lua_State* L) {
   const std::string reply = check_string(L, 1);
   const std::string source = check_string(L, 2);
   const auto earlier = lua_isnoneornil(L, 3) ? std::vector<std::string>{} : check_string_list(L, 3);
-  const std::string prompt = lua_isnoneornil(L, 4) ? std::string(llm::kDefaultInstruction) : check_string(L, 4);
-  return push_cleaned(L, llm::clean_paraphrase(reply, source, earlier, prompt));
+  const std::string prompt = lua_isnoneornil(L, 4) ? std::string(augment::kDefaultInstruction) : check_string(L, 4);
+  return push_cleaned(L, augment::clean_paraphrase(reply, source, earlier, prompt));
 }
 
 // paraphrase_filter{prompt = the prompt the replies answer (default: the reference's)}: a reply that repeats that
@@ -144,19 +144,19 @@ int clean_paraphrase(lua_State* L) {
 int filter_new(lua_State* L) {
   check_option_keys(L, 1, {"prompt"}, "paraphrase_filter");
   const auto prompt = opt_string_field(L, 1, "prompt");
-  push_new<llm::ParaphraseFilter>(L, kFilterType, prompt ? *prompt : std::string(llm::kDefaultInstruction));
+  push_new<augment::ParaphraseFilter>(L, kFilterType, prompt ? *prompt : std::string(augment::kDefaultInstruction));
   return 1;
 }
 
 // add(source, reply): cleans the reply and remembers it when accepted (later equal ones are duplicates).
 int filter_add(lua_State* L) {
-  auto& filter = check<llm::ParaphraseFilter>(L, 1, kFilterType);
+  auto& filter = check<augment::ParaphraseFilter>(L, 1, kFilterType);
   return push_cleaned(L, filter.add(check_string(L, 2), check_string(L, 3)));
 }
 
 // counts() -> {accepted = n, empty = n, refusal = n, echoed_prompt = n, same_as_source = n, duplicate = n}
 int filter_counts(lua_State* L) {
-  push_json(L, check<llm::ParaphraseFilter>(L, 1, kFilterType).counts_json());
+  push_json(L, check<augment::ParaphraseFilter>(L, 1, kFilterType).counts_json());
   return 1;
 }
 

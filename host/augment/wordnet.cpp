@@ -1,4 +1,4 @@
-#include "llm/wordnet.h"
+#include "augment/wordnet.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -8,7 +8,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 
-namespace ts::llm {
+namespace ts::augment {
 namespace {
 
 constexpr const char* kFileSuffix[] = {"noun", "verb", "adj", "adv"};
@@ -173,4 +173,4 @@ const std::vector<std::string>& WordNet::synonyms(const std::string& word) const
   return *slot;
 }
 
-}  // namespace ts::llm
+}  // namespace ts::augment

@@ -12,7 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
-namespace ts::llm {
+namespace ts::augment {
 
 enum class Rejection {
   accepted = 0,
@@ -63,4 +63,4 @@ class ParaphraseFilter {
   std::array<std::int64_t, kRejectionKinds> counts_{};
 };
 
-}  // namespace ts::llm
+}  // namespace ts::augment

@@ -28,7 +28,7 @@
 #include "model/bert.h"
 #include "text/tokenizer.h"
 
-namespace ts {
+namespace ts::augment {
 
 struct ContextualSubstitutionOptions {
   double fraction = 0.15;    // share of the eligible words replaced: round(fraction * words), at least 1
@@ -85,4 +85,4 @@ class ContextualSubstitution {
   torch::Tensor disallowed_;  // [vocab] bool on the model's device: true where a token may never be chosen
 };
 
-}  // namespace ts
+}  // namespace ts::augment

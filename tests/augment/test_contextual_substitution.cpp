@@ -10,11 +10,11 @@
 
 #include "core/error.h"
 #include "model/bert.h"
-#include "model/contextual_substitution.h"
+#include "augment/contextual_substitution.h"
 #include "text/tokenizer.h"
 
-using ts::ContextualSubstitution;
-using ts::ContextualSubstitutionOptions;
+using ts::augment::ContextualSubstitution;
+using ts::augment::ContextualSubstitutionOptions;
 
 namespace {
 

@@ -13,9 +13,9 @@
 #include <unordered_set>
 #include <vector>
 
-#include "llm/wordnet.h"
+#include "augment/wordnet.h"
 
-namespace ts::llm {
+namespace ts::augment {
 
 struct EdaOptions {
   double alpha_sr = 0.1;  // synonym replacement: n = max(1, alpha * words)
@@ -57,4 +57,4 @@ class Eda {
   std::shared_ptr<const WordNet> wordnet_;
 };
 
-}  // namespace ts::llm
+}  // namespace ts::augment

@@ -4,9 +4,9 @@
 #include <algorithm>
 #include <set>
 
-#include "llm/eda.h"
+#include "augment/eda.h"
 
-using namespace ts::llm;
+using namespace ts::augment;
 
 namespace {
 

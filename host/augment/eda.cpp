@@ -1,4 +1,4 @@
-#include "llm/eda.h"
+#include "augment/eda.h"
 
 #include <algorithm>
 #include <cmath>
@@ -6,7 +6,7 @@
 
 #include "core/error.h"
 
-namespace ts::llm {
+namespace ts::augment {
 namespace {
 
 std::vector<std::string> split_words(std::string_view sentence) {
@@ -183,4 +183,4 @@ std::vector<std::string> Eda::augment(std::string_view sentence, const EdaOption
   return augmented;
 }
 
-}  // namespace ts::llm
+}  // namespace ts::augment

@@ -10,7 +10,7 @@
 #include <unordered_map>
 #include <vector>
 
-namespace ts::llm {
+namespace ts::augment {
 
 class WordNet {
  public:
@@ -41,4 +41,4 @@ class WordNet {
   mutable std::unordered_map<std::string, std::unique_ptr<std::vector<std::string>>> memo_;
 };
 
-}  // namespace ts::llm
+}  // namespace ts::augment

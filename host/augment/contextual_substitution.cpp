@@ -1,4 +1,4 @@
-#include "model/contextual_substitution.h"
+#include "augment/contextual_substitution.h"
 
 #include <algorithm>
 #include <cmath>
@@ -9,7 +9,7 @@
 #include "core/error.h"
 #include "model/checkpoint.h"
 
-namespace ts {
+namespace ts::augment {
 
 namespace {
 
@@ -312,4 +312,4 @@ std::vector<std::string> ContextualSubstitution::augment(std::string_view text, 
   return augment(std::vector<std::string>{std::string(text)}, n).front();
 }
 
-}  // namespace ts
+}  // namespace ts::augment

@@ -1,10 +1,10 @@
-#include "llm/clean.h"
+#include "augment/clean.h"
 
 #include <algorithm>
 #include <cctype>
 #include <sstream>
 
-namespace ts::llm {
+namespace ts::augment {
 namespace {
 
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v'; }
@@ -272,4 +272,4 @@ nlohmann::json ParaphraseFilter::counts_json() const {
   return counts;
 }
 
-}  // namespace ts::llm
+}  // namespace ts::augment

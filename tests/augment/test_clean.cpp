@@ -1,9 +1,9 @@
 // Cleaning of paraphrase replies.
 #include <catch2/catch.hpp>
 
-#include "llm/clean.h"
+#include "augment/clean.h"
 
-using namespace ts::llm;
+using namespace ts::augment;
 
 TEST_CASE("Preambles, labels, quotes and list markers are removed", "[llm][clean]") {
   const std::string expected = "The film is a delight from start to finish.";
