@@ -344,123 +344,142 @@ std::int64_t Client::estimate_tokens(const ChatRequest& request) const {
 
 ChatResult Client::complete(const ChatRequest& request) { return map({request}).front(); }
 
-std::vector<ChatResult> Client::map(const std::vector<ChatRequest>& requests, const MapOptions& options,
-                                    const ProgressCallback& progress) {
-  Impl& impl = *impl_;
-  Stats& stats = impl.stats;
-  stats.aborted = false;
-  stats.abort_reason.clear();
-  const auto batch_start = Clock::now();
-  std::vector<ChatResult> results(requests.size());
-  const std::string url = settings_.base_url + "/chat/completions";
-
-  // Group identical requests; answer what the cache already has.
-  std::vector<std::unique_ptr<Job>> jobs;
-  std::unordered_map<std::string, Job*> job_by_key;
-  Progress counts;
-  counts.total = requests.size();
-  for (std::size_t index = 0; index < requests.size(); ++index) {
-    const ChatRequest& request = requests[index];
-    if (request.messages.empty()) {
-      results[index].outcome = Outcome::failed;
-      results[index].error = fmt::format("request {} has no messages; nothing to send", index);
-      ++counts.done;
-      ++counts.failed;
-      ++stats.failures;
-      continue;
-    }
-    std::string key = cache_key(request);
-    if (auto found = job_by_key.find(key); found != job_by_key.end()) {
-      found->second->indices.push_back(index);
-      continue;
-    }
-    auto job = std::make_unique<Job>();
-    job->indices.push_back(index);
-    job->key = std::move(key);
-    job->canonical = canonical_request(request);
-    job->body = request_body(request);
-    job->estimated_tokens = estimate_tokens(request);
-    job_by_key.emplace(job->key, job.get());
-    jobs.push_back(std::move(job));
+// One map() call. Identical requests share a Job; the cache answers what it can; the rest go through libcurl's multi
+// interface, at most `concurrency` at a time and within the rate limits, and are retried with backoff. Each step of
+// that is a member function; the state they share is the members.
+class Client::Batch {
+ public:
+  Batch(Client& client, const std::vector<ChatRequest>& requests, const MapOptions& options,
+        const ProgressCallback& progress)
+      : client_(client),
+        settings_(client.settings_),
+        impl_(*client.impl_),
+        stats_(impl_.stats),
+        progress_(progress),
+        progress_interval_(std::max(0.01, options.progress_interval_seconds)),
+        results_(requests.size()),
+        url_(settings_.base_url + "/chat/completions") {
+    stats_.aborted = false;
+    stats_.abort_reason.clear();
+    counts_.total = requests.size();
+    group(requests);
+    answer_from_cache();
+    unfinished_ = ready_.size();
+    if (!ready_.empty()) prepare_headers();
   }
 
-  std::deque<Job*> ready;
-  for (auto& job : jobs) {
-    std::optional<CachedReply> cached = impl.cache ? impl.cache->get(job->key) : std::nullopt;
-    if (!cached) {
-      ready.push_back(job.get());
-      continue;
+  ~Batch() {
+    cancel_all();
+    curl_slist_free_all(headers_);
+  }
+
+  std::vector<ChatResult> run() {
+    transfer_until_done();
+    report(true);
+    log_summary();
+    return std::move(results_);
+  }
+
+ private:
+  // Identical requests become one job; a request without messages fails at once.
+  void group(const std::vector<ChatRequest>& requests) {
+    std::unordered_map<std::string, Job*> job_by_key;
+    for (std::size_t index = 0; index < requests.size(); ++index) {
+      const ChatRequest& request = requests[index];
+      if (request.messages.empty()) {
+        results_[index].outcome = Outcome::failed;
+        results_[index].error = fmt::format("request {} has no messages; nothing to send", index);
+        ++counts_.done;
+        ++counts_.failed;
+        ++stats_.failures;
+        continue;
+      }
+      std::string key = client_.cache_key(request);
+      if (auto found = job_by_key.find(key); found != job_by_key.end()) {
+        found->second->indices.push_back(index);
+        continue;
+      }
+      auto job = std::make_unique<Job>();
+      job->indices.push_back(index);
+      job->key = std::move(key);
+      job->canonical = client_.canonical_request(request);
+      job->body = client_.request_body(request);
+      job->estimated_tokens = client_.estimate_tokens(request);
+      job_by_key.emplace(job->key, job.get());
+      jobs_.push_back(std::move(job));
     }
-    job->finished = true;
-    for (std::size_t index : job->indices) {
-      ChatResult& result = results[index];
-      result.outcome = Outcome::ok;
-      result.texts = cached->texts;
-      result.usage = {cached->prompt_tokens, cached->completion_tokens, cached->total_tokens};
-      result.from_cache = true;
-      ++counts.done;
-      ++counts.cache_hits;
-      ++stats.cache_hits;
+  }
+
+  void answer_from_cache() {
+    for (auto& job : jobs_) {
+      std::optional<CachedReply> cached = impl_.cache ? impl_.cache->get(job->key) : std::nullopt;
+      if (!cached) {
+        ready_.push_back(job.get());
+        continue;
+      }
+      job->finished = true;
+      for (std::size_t index : job->indices) {
+        ChatResult& result = results_[index];
+        result.outcome = Outcome::ok;
+        result.texts = cached->texts;
+        result.usage = {cached->prompt_tokens, cached->completion_tokens, cached->total_tokens};
+        result.from_cache = true;
+        ++counts_.done;
+        ++counts_.cache_hits;
+        ++stats_.cache_hits;
+      }
     }
   }
 
   // The key is needed only when something must be sent, so a fully cached re-run works without it.
-  std::string api_key;
-  if (!ready.empty() && !settings_.api_key_env.empty()) {
-    const char* value = std::getenv(settings_.api_key_env.c_str());
-    if (!value || !*value)
-      fail("LLM client: the environment variable {} holding the API key is not set ({} requests to send to {})",
-           settings_.api_key_env, ready.size(), settings_.base_url);
-    api_key = value;
+  void prepare_headers() {
+    if (!settings_.api_key_env.empty()) {
+      const char* value = std::getenv(settings_.api_key_env.c_str());
+      if (!value || !*value)
+        fail("LLM client: the environment variable {} holding the API key is not set ({} requests to send to {})",
+             settings_.api_key_env, ready_.size(), settings_.base_url);
+      api_key_ = value;
+    }
+    headers_ = curl_slist_append(headers_, "Content-Type: application/json");
+    headers_ = curl_slist_append(headers_, "Accept: application/json");
+    headers_ = curl_slist_append(headers_, "Expect:");  // no 100-continue round trip
+    if (!api_key_.empty()) {
+      std::string authorization = "Authorization: Bearer " + api_key_;
+      headers_ = curl_slist_append(headers_, authorization.c_str());
+      std::fill(authorization.begin(), authorization.end(), '\0');
+    }
   }
-  const auto redact = [&api_key](std::string text) {
-    if (api_key.empty()) return text;
-    for (std::size_t at = text.find(api_key); at != std::string::npos; at = text.find(api_key, at))
-      text.replace(at, api_key.size(), "[redacted]");
+
+  std::string redact(std::string text) const {
+    if (api_key_.empty()) return text;
+    for (std::size_t at = text.find(api_key_); at != std::string::npos; at = text.find(api_key_, at))
+      text.replace(at, api_key_.size(), "[redacted]");
     return text;
-  };
-
-  struct HeaderList {
-    curl_slist* list = nullptr;
-    ~HeaderList() { curl_slist_free_all(list); }
-  } headers;
-  headers.list = curl_slist_append(headers.list, "Content-Type: application/json");
-  headers.list = curl_slist_append(headers.list, "Accept: application/json");
-  headers.list = curl_slist_append(headers.list, "Expect:");  // no 100-continue round trip
-  if (!api_key.empty()) {
-    std::string authorization = "Authorization: Bearer " + api_key;
-    headers.list = curl_slist_append(headers.list, authorization.c_str());
-    std::fill(authorization.begin(), authorization.end(), '\0');
   }
 
-  std::multimap<Clock::time_point, Job*> waiting;  // retries, by the time they may go
-  std::vector<Job*> in_flight;
-  std::size_t network_done = 0;
-  std::size_t unfinished = ready.size();
-
-  const auto finish = [&](Job& job, Outcome outcome, const std::vector<std::string>& texts, const Usage& usage,
-                          const std::string& error) {
+  void finish(Job& job, Outcome outcome, const std::vector<std::string>& texts, const Usage& usage,
+              const std::string& error) {
     job.finished = true;
-    --unfinished;
+    --unfinished_;
     for (std::size_t index : job.indices) {
-      ChatResult& result = results[index];
+      ChatResult& result = results_[index];
       result.outcome = outcome;
       result.texts = texts;
       result.usage = usage;
       result.attempts = job.attempts;
       result.http_status = job.last_status;
       result.error = error;
-      ++counts.done;
+      ++counts_.done;
       if (outcome != Outcome::ok) {
-        ++counts.failed;
-        ++stats.failures;
+        ++counts_.failed;
+        ++stats_.failures;
       }
     }
-    if (outcome == Outcome::ok) ++network_done;
-  };
+    if (outcome == Outcome::ok) ++network_done_;
+  }
 
-  const auto start_transfer = [&](Job& job) {
-    CURL* easy = impl.acquire_handle();
+  void start_transfer(Job& job) {
+    CURL* easy = impl_.acquire_handle();
     job.easy = easy;
     job.reply.clear();
     job.reply_too_large = false;
@@ -468,11 +487,11 @@ std::vector<ChatResult> Client::map(const std::vector<ChatRequest>& requests, co
     job.retry_after_ms.reset();
     job.curl_error[0] = '\0';
     ++job.attempts;
-    curl_easy_setopt(easy, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(easy, CURLOPT_URL, url_.c_str());
     curl_easy_setopt(easy, CURLOPT_POST, 1L);
     curl_easy_setopt(easy, CURLOPT_POSTFIELDS, job.body.data());
     curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(job.body.size()));
-    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers.list);
+    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers_);
     curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, &job);
     curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_header);
@@ -484,28 +503,28 @@ std::vector<ChatResult> Client::map(const std::vector<ChatRequest>& requests, co
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(easy, CURLOPT_USERAGENT, "twostage-llm/0.1");
-    const CURLMcode added = curl_multi_add_handle(impl.multi, easy);
+    const CURLMcode added = curl_multi_add_handle(impl_.multi, easy);
     if (added != CURLM_OK) fail("libcurl could not start a transfer: {}", curl_multi_strerror(added));
-    in_flight.push_back(&job);
-    ++stats.requests_sent;
+    in_flight_.push_back(&job);
+    ++stats_.requests_sent;
     if (job.attempts > 1) {
-      ++stats.retries;
-      ++counts.retries;
+      ++stats_.retries;
+      ++counts_.retries;
     }
-  };
+  }
 
-  const auto release_transfer = [&](Job& job) {
-    curl_multi_remove_handle(impl.multi, job.easy);
-    impl.idle_handles.push_back(job.easy);
+  void release_transfer(Job& job) {
+    curl_multi_remove_handle(impl_.multi, job.easy);
+    impl_.idle_handles.push_back(job.easy);
     job.easy = nullptr;
-    in_flight.erase(std::find(in_flight.begin(), in_flight.end(), &job));
-  };
+    in_flight_.erase(std::find(in_flight_.begin(), in_flight_.end(), &job));
+  }
 
-  const auto cancel_all = [&] {
-    while (!in_flight.empty()) release_transfer(*in_flight.back());
-  };
+  void cancel_all() {
+    while (!in_flight_.empty()) release_transfer(*in_flight_.back());
+  }
 
-  const auto server_message = [&](const std::string& body) {
+  std::string server_message(const std::string& body) const {
     const json parsed = json::parse(body, nullptr, false);
     std::string message;
     if (!parsed.is_discarded() && parsed.is_object() && parsed.contains("error")) {
@@ -518,9 +537,9 @@ std::vector<ChatResult> Client::map(const std::vector<ChatRequest>& requests, co
     if (message.empty()) message = trim(body.substr(0, 300));
     if (message.empty()) message = "(empty body)";
     return redact(message);
-  };
+  }
 
-  const auto schedule_retry = [&](Job& job, const std::string& error, int status, Clock::time_point now) {
+  void schedule_retry(Job& job, const std::string& error, int status, Clock::time_point now) {
     job.last_error = error;
     job.last_status = status;
     if (job.attempts >= settings_.max_attempts) {
@@ -532,33 +551,33 @@ std::vector<ChatResult> Client::map(const std::vector<ChatRequest>& requests, co
     if (job.retry_after_ms) server_delay = *job.retry_after_ms / 1000.0;
     else if (job.retry_after_seconds) server_delay = *job.retry_after_seconds;
     std::uniform_real_distribution<double> unit(0.0, 1.0);
-    const double delay = retry_delay(settings_, job.attempts, server_delay, unit(impl.jitter));
+    const double delay = retry_delay(settings_, job.attempts, server_delay, unit(impl_.jitter));
     if (server_delay && status == 429 && settings_.pause_all_on_rate_limit)
-      impl.paused_until = std::max(impl.paused_until,
-                                   after_seconds(now, std::min(*server_delay, settings_.retry_after_max_seconds)));
+      impl_.paused_until = std::max(impl_.paused_until,
+                                    after_seconds(now, std::min(*server_delay, settings_.retry_after_max_seconds)));
     log::event(spdlog::level::debug, "llm.retry",
                fmt::format("retrying in {:.2f} s after attempt {}: {}", delay, job.attempts, error),
                {{"attempt", job.attempts}, {"status", status}, {"delay_seconds", delay}});
-    waiting.emplace(after_seconds(now, delay), &job);
-  };
+    waiting_.emplace(after_seconds(now, delay), &job);
+  }
 
-  const auto abort_batch = [&](Job& job, const std::string& error) {
-    stats.aborted = true;
-    stats.abort_reason = fmt::format(
+  void abort_batch(Job& job, const std::string& error) {
+    stats_.aborted = true;
+    stats_.abort_reason = fmt::format(
         "the server rejected the credentials ({}); the batch stopped and the remaining requests were not sent. "
         "Check the API key in the environment variable {}",
         error, settings_.api_key_env);
-    log::event(spdlog::level::err, "llm.abort", stats.abort_reason, {{"status", job.last_status}});
+    log::event(spdlog::level::err, "llm.abort", stats_.abort_reason, {{"status", job.last_status}});
     cancel_all();
     finish(job, Outcome::aborted, {}, {}, error);
-    for (auto& other : jobs)
-      if (!other->finished) finish(*other, Outcome::aborted, {}, {}, "not completed: " + stats.abort_reason);
-    ready.clear();
-    waiting.clear();
-  };
+    for (auto& other : jobs_)
+      if (!other->finished) finish(*other, Outcome::aborted, {}, {}, "not completed: " + stats_.abort_reason);
+    ready_.clear();
+    waiting_.clear();
+  }
 
   // Handles one finished transfer; returns false when the batch must stop.
-  const auto on_done = [&](Job& job, CURLcode code, Clock::time_point now) -> bool {
+  bool on_done(Job& job, CURLcode code, Clock::time_point now) {
     long status = 0;
     curl_easy_getinfo(job.easy, CURLINFO_RESPONSE_CODE, &status);
     long os_errno = 0;
@@ -572,49 +591,14 @@ std::vector<ChatResult> Client::map(const std::vector<ChatRequest>& requests, co
       curl_detail = reason + " (" + curl_detail + ")";
     }
     release_transfer(job);
-    if (status != 0) impl.server_answered = true;
+    if (status != 0) impl_.server_answered = true;
     if (code == CURLE_UNSUPPORTED_PROTOCOL || code == CURLE_URL_MALFORMAT)
       fail("LLM client: base_url {}: {}", settings_.base_url, redact(curl_detail));
-    if (code != CURLE_OK || status == 0) {
-      impl.token_bucket.give(double(job.estimated_tokens));
-      const bool unreachable =
-          code == CURLE_COULDNT_CONNECT || code == CURLE_COULDNT_RESOLVE_HOST || code == CURLE_COULDNT_RESOLVE_PROXY;
-      if (unreachable && !impl.server_answered &&
-          job.attempts >= std::min(settings_.max_attempts, std::max(1, settings_.unreachable_attempts)))
-        fail("LLM server {} cannot be reached: {}; {} attempt{}, and it has not answered any request (is it running, "
-             "and is base_url right?)",
-             url, redact(curl_detail), job.attempts, job.attempts == 1 ? "" : "s");
-      std::string error = job.reply_too_large
-                              ? fmt::format("reply larger than {} bytes", kMaxReplyBytes)
-                              : code == CURLE_OPERATION_TIMEDOUT
-                                    ? fmt::format("no reply within {} s ({})", settings_.timeout_seconds, curl_detail)
-                                    : fmt::format("connection error: {}", curl_detail);
-      schedule_retry(job, redact(error), int(status), now);
-      return true;
-    }
+    if (code != CURLE_OK || status == 0) return on_no_reply(job, code, int(status), curl_detail, now);
     job.last_status = int(status);
-    if (status >= 200 && status < 300) {
-      ChatCompletion completion = parse_chat_completion(job.reply);
-      if (!completion.problem.empty()) {
-        impl.token_bucket.give(double(job.estimated_tokens));
-        schedule_retry(job, fmt::format("malformed reply (HTTP {}): {}", status, completion.problem), int(status),
-                       now);
-        return true;
-      }
-      const std::vector<std::string>& texts = completion.texts;
-      const Usage usage = completion.usage;
-      if (usage.total_tokens > 0) impl.token_bucket.give(double(job.estimated_tokens - usage.total_tokens));
-      if (impl.cache)
-        impl.cache->put(job.key, job.canonical,
-                        CachedReply{texts, usage.prompt_tokens, usage.completion_tokens, usage.total_tokens});
-      stats.tokens += usage;
-      counts.tokens += usage;
-      ++stats.succeeded;
-      finish(job, Outcome::ok, texts, usage, "");
-      return true;
-    }
-    impl.token_bucket.give(double(job.estimated_tokens));
-    const std::string error = fmt::format("HTTP {} from {}: {}", status, url, server_message(job.reply));
+    if (status >= 200 && status < 300) return on_reply(job, int(status), now);
+    impl_.token_bucket.give(double(job.estimated_tokens));
+    const std::string error = fmt::format("HTTP {} from {}: {}", status, url_, server_message(job.reply));
     if (status == 401 || status == 403) {
       job.last_error = error;
       abort_batch(job, error);
@@ -627,94 +611,154 @@ std::vector<ChatResult> Client::map(const std::vector<ChatRequest>& requests, co
     job.last_error = error;
     finish(job, Outcome::failed, {}, {}, error);
     return true;
-  };
+  }
 
-  auto last_progress = Clock::now();
-  const auto report = [&](bool finished) {
-    if (!progress) return;
+  // A transfer that got no HTTP reply: retried, unless the server has never answered and is not there.
+  bool on_no_reply(Job& job, CURLcode code, int status, const std::string& curl_detail, Clock::time_point now) {
+    impl_.token_bucket.give(double(job.estimated_tokens));
+    const bool unreachable =
+        code == CURLE_COULDNT_CONNECT || code == CURLE_COULDNT_RESOLVE_HOST || code == CURLE_COULDNT_RESOLVE_PROXY;
+    if (unreachable && !impl_.server_answered &&
+        job.attempts >= std::min(settings_.max_attempts, std::max(1, settings_.unreachable_attempts)))
+      fail("LLM server {} cannot be reached: {}; {} attempt{}, and it has not answered any request (is it running, "
+           "and is base_url right?)",
+           url_, redact(curl_detail), job.attempts, job.attempts == 1 ? "" : "s");
+    std::string error = job.reply_too_large
+                            ? fmt::format("reply larger than {} bytes", kMaxReplyBytes)
+                            : code == CURLE_OPERATION_TIMEDOUT
+                                  ? fmt::format("no reply within {} s ({})", settings_.timeout_seconds, curl_detail)
+                                  : fmt::format("connection error: {}", curl_detail);
+    schedule_retry(job, redact(error), status, now);
+    return true;
+  }
+
+  // A 2xx reply: its completions, cached and counted, or a retry when it cannot be parsed.
+  bool on_reply(Job& job, int status, Clock::time_point now) {
+    ChatCompletion completion = parse_chat_completion(job.reply);
+    if (!completion.problem.empty()) {
+      impl_.token_bucket.give(double(job.estimated_tokens));
+      schedule_retry(job, fmt::format("malformed reply (HTTP {}): {}", status, completion.problem), status, now);
+      return true;
+    }
+    const Usage usage = completion.usage;
+    if (usage.total_tokens > 0) impl_.token_bucket.give(double(job.estimated_tokens - usage.total_tokens));
+    if (impl_.cache)
+      impl_.cache->put(job.key, job.canonical,
+                       CachedReply{completion.texts, usage.prompt_tokens, usage.completion_tokens, usage.total_tokens});
+    stats_.tokens += usage;
+    counts_.tokens += usage;
+    ++stats_.succeeded;
+    finish(job, Outcome::ok, completion.texts, usage, "");
+    return true;
+  }
+
+  void report(bool finished) {
+    if (!progress_) return;
     const auto now = Clock::now();
-    counts.elapsed_seconds = seconds_between(batch_start, now);
-    counts.in_flight = std::int64_t(in_flight.size());
-    counts.requests_per_second = counts.elapsed_seconds > 0 ? double(network_done) / counts.elapsed_seconds : 0;
-    const std::size_t remaining = counts.total - counts.done;
-    counts.eta_seconds = remaining == 0                       ? 0
-                         : counts.requests_per_second > 0 ? double(remaining) / counts.requests_per_second
+    counts_.elapsed_seconds = seconds_between(batch_start_, now);
+    counts_.in_flight = std::int64_t(in_flight_.size());
+    counts_.requests_per_second =
+        counts_.elapsed_seconds > 0 ? double(network_done_) / counts_.elapsed_seconds : 0;
+    const std::size_t remaining = counts_.total - counts_.done;
+    counts_.eta_seconds = remaining == 0                        ? 0
+                          : counts_.requests_per_second > 0 ? double(remaining) / counts_.requests_per_second
                                                               : -1;
-    counts.finished = finished;
-    last_progress = now;
-    progress(counts);
-  };
+    counts_.finished = finished;
+    last_progress_ = now;
+    progress_(counts_);
+  }
 
-  const double progress_interval = std::max(0.01, options.progress_interval_seconds);
-  try {
-    while (unfinished > 0) {
-      auto now = Clock::now();
-      while (!waiting.empty() && waiting.begin()->first <= now) {
-        ready.push_front(waiting.begin()->second);  // retries go first so that early items finish early
-        waiting.erase(waiting.begin());
+  // Starts what the concurrency, a rate-limit pause and the rate limits allow; lowers `wait_seconds` to when more
+  // may start.
+  void start_ready(Clock::time_point now, double& wait_seconds) {
+    while (!waiting_.empty() && waiting_.begin()->first <= now) {
+      ready_.push_front(waiting_.begin()->second);  // retries go first so that early items finish early
+      waiting_.erase(waiting_.begin());
+    }
+    while (int(in_flight_.size()) < settings_.concurrency && !ready_.empty()) {
+      if (now < impl_.paused_until) {
+        wait_seconds = std::min(wait_seconds, seconds_between(now, impl_.paused_until));
+        break;
       }
-      double wait_seconds = progress_interval - seconds_between(last_progress, now);
-      while (int(in_flight.size()) < settings_.concurrency && !ready.empty()) {
-        if (now < impl.paused_until) {
-          wait_seconds = std::min(wait_seconds, seconds_between(now, impl.paused_until));
-          break;
-        }
-        Job& job = *ready.front();
-        const double limit_wait = std::max(impl.request_bucket.wait_for(1, now),
-                                           impl.token_bucket.wait_for(double(job.estimated_tokens), now));
-        if (limit_wait > 0) {
-          wait_seconds = std::min(wait_seconds, limit_wait);
-          break;
-        }
-        impl.request_bucket.take(1);
-        impl.token_bucket.take(double(job.estimated_tokens));
-        ready.pop_front();
-        start_transfer(job);
+      Job& job = *ready_.front();
+      const double limit_wait = std::max(impl_.request_bucket.wait_for(1, now),
+                                         impl_.token_bucket.wait_for(double(job.estimated_tokens), now));
+      if (limit_wait > 0) {
+        wait_seconds = std::min(wait_seconds, limit_wait);
+        break;
       }
-      if (!waiting.empty()) wait_seconds = std::min(wait_seconds, seconds_between(now, waiting.begin()->first));
+      impl_.request_bucket.take(1);
+      impl_.token_bucket.take(double(job.estimated_tokens));
+      ready_.pop_front();
+      start_transfer(job);
+    }
+    if (!waiting_.empty()) wait_seconds = std::min(wait_seconds, seconds_between(now, waiting_.begin()->first));
+  }
+
+  void transfer_until_done() {
+    while (unfinished_ > 0) {
+      const auto started = Clock::now();
+      double wait_seconds = progress_interval_ - seconds_between(last_progress_, started);
+      start_ready(started, wait_seconds);
 
       int running = 0;
-      const CURLMcode performed = curl_multi_perform(impl.multi, &running);
+      const CURLMcode performed = curl_multi_perform(impl_.multi, &running);
       if (performed != CURLM_OK) fail("libcurl transfer loop failed: {}", curl_multi_strerror(performed));
       bool any_done = false;
-      bool stop = false;
       int queued = 0;
-      now = Clock::now();
-      while (CURLMsg* message = curl_multi_info_read(impl.multi, &queued)) {
+      const auto now = Clock::now();
+      while (CURLMsg* message = curl_multi_info_read(impl_.multi, &queued)) {
         if (message->msg != CURLMSG_DONE) continue;
         Job* job = nullptr;
         curl_easy_getinfo(message->easy_handle, CURLINFO_PRIVATE, &job);
-        const CURLcode code = message->data.result;
         any_done = true;
-        if (!on_done(*job, code, now)) {
-          stop = true;
-          break;
-        }
+        if (!on_done(*job, message->data.result, now)) return;
       }
-      if (stop) break;
-      if (seconds_between(last_progress, Clock::now()) >= progress_interval && unfinished > 0) report(false);
-      if (any_done || unfinished == 0) continue;
+      if (seconds_between(last_progress_, Clock::now()) >= progress_interval_ && unfinished_ > 0) report(false);
+      if (any_done || unfinished_ == 0) continue;
       const int timeout_ms = int(std::clamp(std::ceil(wait_seconds * 1000), 1.0, 1000.0));
-      curl_multi_poll(impl.multi, nullptr, 0, timeout_ms, nullptr);
+      curl_multi_poll(impl_.multi, nullptr, 0, timeout_ms, nullptr);
     }
-  } catch (...) {
-    cancel_all();
-    throw;
   }
-  report(true);
 
-  log::event(counts.total > 1 ? spdlog::level::info : spdlog::level::debug, "llm.batch",
-            fmt::format("{} requests: {} ok, {} from cache, {} failed, {} retries, {} tokens in {:.1f} s",
-                        counts.total, counts.done - counts.failed, counts.cache_hits, counts.failed, counts.retries,
-                        counts.tokens.total_tokens, seconds_between(batch_start, Clock::now())),
-            {{"total", counts.total},
-             {"failed", counts.failed},
-             {"cache_hits", counts.cache_hits},
-             {"retries", counts.retries},
-             {"prompt_tokens", counts.tokens.prompt_tokens},
-             {"completion_tokens", counts.tokens.completion_tokens},
-             {"aborted", stats.aborted}});
-  return results;
+  void log_summary() const {
+    log::event(counts_.total > 1 ? spdlog::level::info : spdlog::level::debug, "llm.batch",
+               fmt::format("{} requests: {} ok, {} from cache, {} failed, {} retries, {} tokens in {:.1f} s",
+                           counts_.total, counts_.done - counts_.failed, counts_.cache_hits, counts_.failed,
+                           counts_.retries, counts_.tokens.total_tokens, seconds_between(batch_start_, Clock::now())),
+               {{"total", counts_.total},
+                {"failed", counts_.failed},
+                {"cache_hits", counts_.cache_hits},
+                {"retries", counts_.retries},
+                {"prompt_tokens", counts_.tokens.prompt_tokens},
+                {"completion_tokens", counts_.tokens.completion_tokens},
+                {"aborted", stats_.aborted}});
+  }
+
+  Client& client_;
+  const ClientSettings& settings_;
+  Impl& impl_;
+  Stats& stats_;
+  const ProgressCallback& progress_;
+  const double progress_interval_;
+  const Clock::time_point batch_start_ = Clock::now();
+  Clock::time_point last_progress_ = Clock::now();
+  std::vector<ChatResult> results_;
+  const std::string url_;
+  std::vector<std::unique_ptr<Job>> jobs_;
+  Progress counts_;
+  std::deque<Job*> ready_;                            // may start now
+  std::multimap<Clock::time_point, Job*> waiting_;    // retries, by the time they may go
+  std::vector<Job*> in_flight_;
+  std::size_t network_done_ = 0;                      // answered by the server, for the request rate
+  std::size_t unfinished_ = 0;
+  std::string api_key_;
+  curl_slist* headers_ = nullptr;
+};
+
+std::vector<ChatResult> Client::map(const std::vector<ChatRequest>& requests, const MapOptions& options,
+                                    const ProgressCallback& progress) {
+  return Batch(*this, requests, options, progress).run();
 }
 
 std::string format_progress(const Progress& progress) {

@@ -169,7 +169,8 @@ class Client {
   std::int64_t estimate_tokens(const ChatRequest& request) const;
 
  private:
-  struct Impl;
+  struct Impl;  // what outlives a batch: curl handles, the cache, rate limits, statistics
+  class Batch;  // one map() call: its jobs, queues and transfers (client.cpp)
   ClientSettings settings_;
   std::unique_ptr<Impl> impl_;
 };
