@@ -53,21 +53,6 @@ Options parse(int argc, char** argv) {
   return options;
 }
 
-// Median seconds of each contender, run in turn, so that a change in the machine's load hits all alike.
-std::vector<double> time_interleaved(const std::vector<std::function<void()>>& contenders, int repeats) {
-  for (const auto& run : contenders) run();
-  std::vector<std::vector<double>> seconds(contenders.size());
-  for (int r = 0; r < repeats; ++r)
-    for (std::size_t c = 0; c < contenders.size(); ++c) {
-      const auto start = std::chrono::steady_clock::now();
-      contenders[c]();
-      seconds[c].push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-    }
-  std::vector<double> medians;
-  for (auto& s : seconds) medians.push_back(ts::bench::median(s));
-  return medians;
-}
-
 struct LinearProducts {
   LinearProducts(torch::Tensor x_, torch::Tensor w_, torch::Tensor dy_)
       : x(std::move(x_)), w(std::move(w_)), dy(std::move(dy_)),
@@ -111,7 +96,7 @@ void bench_layer(const char* model, int64_t rows, int64_t in, int64_t out, int r
     dx32.copy_(bf16.dx);
     dw32.copy_(bf16.dw);
   };
-  const auto t = time_interleaved({[&] { fp32(); }, [&] { bf16(); }, autocast}, repeats);
+  const auto t = ts::bench::time_interleaved({[&] { fp32(); }, [&] { bf16(); }, autocast}, repeats);
 
   LinearProducts exact(x.to(torch::kDouble), w.to(torch::kDouble), dy.to(torch::kDouble));
   exact();

@@ -70,22 +70,6 @@ Options parse(int argc, char** argv) {
   return options;
 }
 
-// Median seconds of each contender, run in turn `repeats` times after one warm-up round, so that a change in the
-// machine's load hits all alike.
-std::vector<double> time_interleaved(const std::vector<std::function<void()>>& contenders, int repeats) {
-  for (const auto& run : contenders) run();
-  std::vector<std::vector<double>> seconds(contenders.size());
-  for (int r = 0; r < repeats; ++r)
-    for (std::size_t c = 0; c < contenders.size(); ++c) {
-      const auto start = std::chrono::steady_clock::now();
-      contenders[c]();
-      seconds[c].push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-    }
-  std::vector<double> medians;
-  for (auto& s : seconds) medians.push_back(ts::bench::median(s));
-  return medians;
-}
-
 // The three products of a linear layer's forward and backward (y = x Wᵀ, dx = dy W, dW = dyᵀ x), with their outputs
 // preallocated: what a fused node cannot make faster.
 struct LinearProducts {
@@ -139,7 +123,8 @@ void bench_linear_gelu(int64_t seq, int repeats) {
     };
   };
   LinearProducts products(x, weight, upstream);
-  const auto t = time_interleaved({forward_backward(true), forward_backward(false), std::ref(products)}, repeats);
+  const auto t =
+      ts::bench::time_interleaved({forward_backward(true), forward_backward(false), std::ref(products)}, repeats);
   ts::set_fused_kernels(true);
   report("linear + GELU, seq " + std::to_string(seq) + " (x " + shape(rows, in) + ", W " + shape(out, in) + ")", t,
          3.0 * 2.0 * rows * in * out);
@@ -164,7 +149,8 @@ void bench_residual_norm(int64_t seq, int64_t in, int repeats) {
     };
   };
   LinearProducts products(x, weights.weight, upstream);
-  const auto t = time_interleaved({forward_backward(true), forward_backward(false), std::ref(products)}, repeats);
+  const auto t =
+      ts::bench::time_interleaved({forward_backward(true), forward_backward(false), std::ref(products)}, repeats);
   ts::set_fused_kernels(true);
   report("dense + dropout + residual + LayerNorm, seq " + std::to_string(seq) + " (x " + shape(rows, in) + ", W " +
              shape(hidden, in) + ")",
@@ -202,7 +188,7 @@ void bench_self_attention(int64_t seq, int repeats) {
     ts::gemm_per_head(grad_scores, false, k, false, dq);      // dQ = dS K
     ts::gemm_per_head(grad_scores, true, q, false, dk);       // dK = dSᵀ Q
   };
-  const auto t = time_interleaved({forward_backward(true), forward_backward(false), products}, repeats);
+  const auto t = ts::bench::time_interleaved({forward_backward(true), forward_backward(false), products}, repeats);
   ts::set_fused_kernels(true);
   report("self-attention, seq " + std::to_string(seq) + " (hidden " + shape(batch * seq, hidden) + ", 12 heads)", t,
          3.0 * 2.0 * batch * seq * hidden * 3 * hidden + 6.0 * 2.0 * batch * heads * seq * seq * head);
@@ -230,7 +216,7 @@ void bench_gradient_norm(int repeats) {
     for (const auto& g : gradients) norms.push_back(g.norm(2));
     torch_norm = torch::stack(norms).norm(2).item<double>();
   };
-  const auto t = time_interleaved({ours, theirs}, repeats);
+  const auto t = ts::bench::time_interleaved({ours, theirs}, repeats);
   std::printf("gradient norm over %zu tensors, %.1fM floats: sum_of_squares %.2f ms, torch %.2f ms (%.1fx); "
               "norms %.9g and %.9g\n",
               gradients.size(), count / 1e6, 1e3 * t[0], 1e3 * t[1], t[1] / t[0], ours_norm, torch_norm);

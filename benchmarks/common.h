@@ -1,8 +1,10 @@
 #pragma once
-// Helpers the benchmarks share: option values, medians, OpenBLAS's thread count.
+// Helpers the benchmarks share: option values, medians, interleaved timing, OpenBLAS's thread count.
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <chrono>
+#include <functional>
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -49,6 +51,22 @@ inline double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   const std::size_t n = values.size();
   return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
+// Median seconds of each contender, run in turn `repeats` times after one warm-up round, so that a change in the
+// machine's load hits all alike.
+inline std::vector<double> time_interleaved(const std::vector<std::function<void()>>& contenders, int repeats) {
+  for (const auto& run : contenders) run();
+  std::vector<std::vector<double>> seconds(contenders.size());
+  for (int r = 0; r < repeats; ++r)
+    for (std::size_t c = 0; c < contenders.size(); ++c) {
+      const auto start = std::chrono::steady_clock::now();
+      contenders[c]();
+      seconds[c].push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
+  std::vector<double> medians;
+  for (auto& s : seconds) medians.push_back(median(s));
+  return medians;
 }
 
 // OpenBLAS is reached through libblas.so.3; its thread count is set through the symbol when it is the provider.
