@@ -281,6 +281,9 @@ std::string timestamp_folder_name() {
 
 Runtime::Runtime(RunOptions options) : state_(std::make_unique<RunState>()) {
   state_->options = std::move(options);
+  state_->unsafe = state_->options.unsafe;
+  for (const auto& [key, value] : state_->options.overrides)
+    if (!state_->options.sweep_file_settings.count(key)) state_->user_values.emplace(key, value);
   L_ = luaL_newstate();
   if (!L_) fail("cannot create a Lua state (out of memory)");
   open_libraries();
@@ -319,46 +322,7 @@ void Runtime::open_libraries() {
   install_strict_globals(L);
 }
 
-namespace {
-
-// Allows `path` when it names an existing file (that file) or folder (all below it); returns whether it did.
-bool allow_existing(ReadPolicy& readable, const std::string& path) {
-  std::error_code error;
-  const auto status = std::filesystem::status(path, error);
-  if (std::filesystem::is_directory(status)) {
-    readable.allow_tree(path);
-  } else if (std::filesystem::exists(status)) {
-    readable.allow_file(path);
-  } else {
-    return false;
-  }
-  return true;
-}
-
-}  // namespace
-
-// What every run may read: its recipe's folder (its own modules), the scripts it requires, the project's data/, and
-// each existing file or folder the user named on the command line, also as an item of a list (a,b) or with a
-// column after it (PATH:COLUMN). Values that a sweep file wrote open nothing.
-void Runtime::allow_reads() {
-  auto& state = *state_;
-  auto& readable = state.read_policy;
-  if (!state.options.recipe.empty()) readable.allow_tree(std::filesystem::absolute(state.options.recipe).parent_path());
-  readable.allow_tree(scripts_directory());
-  readable.allow_tree("data");
-  for (const auto& [key, value] : state.options.overrides) {
-    if (value.empty() || state.options.sweep_file_settings.count(key)) continue;
-    if (allow_existing(readable, value)) continue;
-    for (size_t start = 0; start < value.size();) {
-      const size_t comma = std::min(value.find(',', start), value.size());
-      const std::string item = value.substr(start, comma - start);
-      start = comma + 1;
-      if (item.empty() || allow_existing(readable, item)) continue;
-      if (const size_t colon = item.rfind(':'); colon != std::string::npos && colon > 0)
-        allow_existing(readable, item.substr(0, colon));
-    }
-  }
-}
+void Runtime::allow_reads() { state_->allow_reads(state_->options.recipe, scripts_directory()); }
 
 void Runtime::execute(const std::string& source, const std::string& chunk_name) {
   const ChunkResult result = pcall_chunk(L_, source, chunk_name, 0);
@@ -406,37 +370,15 @@ int Runtime::run() {
 
 namespace ts::lua {
 
-void check_write(lua_State* L, const std::filesystem::path& path) {
-  auto& state = run_state(L);
-  if (!state.options.unsafe) state.write_policy.check(path);
-}
+void check_write(lua_State* L, const std::filesystem::path& path) { run_state(L).check_write(path); }
 
-void check_read(lua_State* L, const std::filesystem::path& path) {
-  auto& state = run_state(L);
-  if (state.options.unsafe || state.write_policy.allows(path)) return;
-  state.read_policy.check(path);
-}
+void check_read(lua_State* L, const std::filesystem::path& path) { run_state(L).check_read(path); }
 
-bool given_by_user(lua_State* L, const std::string& value) {
-  const auto& options = run_state(L).options;
-  for (const auto& [key, given] : options.overrides)
-    if (given == value && !options.sweep_file_settings.count(key)) return true;
-  return false;
-}
+bool given_by_user(lua_State* L, const std::string& value) { return run_state(L).given_by_user(value); }
 
-// An output setting's path is writable when the user typed it: a recipe's own default, or a sweep file's value,
-// stays inside the run folder.
 void allow_outputs(lua_State* L) {
   auto& state = run_state(L);
-  for (const auto& spec : state.setting_specs) {
-    if (!spec.output) continue;
-    const auto given = state.options.overrides.find(spec.name);
-    if (given == state.options.overrides.end() || given->second.empty()) continue;
-    if (state.options.sweep_file_settings.count(spec.name)) continue;
-    const std::string& value = given->second;
-    state.write_policy.allow_file(value);
-    if (value.back() == '/' || std::filesystem::is_directory(value)) state.write_policy.allow_tree(value);
-  }
+  state.allow_outputs(state.setting_specs);
 }
 
 }  // namespace ts::lua

@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/run_access.h"
 #include "core/settings.h"
 
 namespace ts::lua {
@@ -148,12 +149,11 @@ struct RunOptions {
   std::string command_line;                         // for config.json
 };
 
-// Host-side state of one run that bindings can reach through runtime_of(L).
-struct RunState {
+// Host-side state of one run that bindings can reach through run_state(L); its path rules are host's RunAccess
+// (core/run_access.h), filled from `options` when the runtime is made.
+struct RunState : RunAccess {
   RunOptions options;
   std::filesystem::path run_dir;                    // empty until created
-  WritePolicy write_policy;
-  ReadPolicy read_policy;                           // besides what write_policy allows
   std::vector<SettingSpec> setting_specs;
   std::map<std::string, ResolvedSetting> settings;  // after overrides
   bool settings_declared = false;

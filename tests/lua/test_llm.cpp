@@ -254,7 +254,7 @@ struct Lua {
   }
   void set(const char* name, const std::string& value) {
     // The test server's address is the user's choice, as if given with --set base_url=URL.
-    if (std::string(name) == "base_url") runtime.run_state().options.overrides[name] = value;
+    if (std::string(name) == "base_url") runtime.run_state().user_values[name] = value;
     lua_State* L = runtime.state();
     lua_pushstring(L, name);
     lua_pushlstring(L, value.data(), value.size());
