@@ -12,26 +12,15 @@
 #include "augment/clean.h"
 #include "augment/eda.h"
 #include "augment/contextual_substitution.h"
+#include "core/options.h"
 #include "runtime.h"
 
 namespace ts::lua {
+
+TWOSTAGE_LUA_TYPE(augment::ContextualSubstitution, "twostage.ContextualAugmenter");
+TWOSTAGE_LUA_TYPE(augment::ParaphraseFilter, "twostage.ParaphraseFilter");
+
 namespace {
-
-constexpr const char* kEdaType = "twostage.Eda";
-constexpr const char* kContextualType = "twostage.ContextualAugmenter";
-constexpr const char* kFilterType = "twostage.ParaphraseFilter";
-
-std::uint64_t seed_option(lua_State* L, int index) {
-  const double seed = opt_number_field(L, index, "seed").value_or(42);
-  if (seed < 0 || seed != std::floor(seed)) fail("seed must be a whole number of 0 or more, got {}", seed);
-  return static_cast<std::uint64_t>(seed);
-}
-
-double fraction_option(lua_State* L, int index, const char* key, double fallback) {
-  const double value = opt_number_field(L, index, key).value_or(fallback);
-  if (!(value >= 0 && value <= 1)) fail("option '{}' must be in [0, 1], got {}", key, value);
-  return value;
-}
 
 int count_argument(lua_State* L, int index) {
   const double n = luaL_optnumber(L, index, 1);
@@ -42,30 +31,24 @@ int count_argument(lua_State* L, int index) {
 // ---- EDA ----------------------------------------------------------------------------------------------------------
 
 struct EdaAugmenter {
+  static constexpr const char* kLuaType = "twostage.Eda";
   augment::Eda eda;
   augment::EdaOptions options;
 };
 
-// eda{seed = 42, alpha = 0.1, alpha_sr, alpha_ri, alpha_rs, p_rd, wordnet = PATH}: alpha sets all four operations'
-// strength (as the EDA paper's α); the others override one each.
+// eda{seed = 42, alpha = 0.1, alpha_sr, alpha_ri, alpha_rs, p_rd, wordnet = PATH} (augment::EdaConfig)
 int eda_new(lua_State* L) {
-  check_option_keys(L, 1, {"seed", "alpha", "alpha_sr", "alpha_ri", "alpha_rs", "p_rd", "wordnet"}, "eda");
-  const double alpha = fraction_option(L, 1, "alpha", 0.1);
-  augment::EdaOptions options;
-  options.alpha_sr = fraction_option(L, 1, "alpha_sr", alpha);
-  options.alpha_ri = fraction_option(L, 1, "alpha_ri", alpha);
-  options.alpha_rs = fraction_option(L, 1, "alpha_rs", alpha);
-  options.p_rd = fraction_option(L, 1, "p_rd", alpha);
-  const auto directory = opt_string_field(L, 1, "wordnet");
-  if (directory) check_read(L, *directory);
-  auto wordnet = augment::WordNet::shared(directory.value_or(augment::WordNet::default_directory()));
-  push_new<EdaAugmenter>(L, kEdaType, EdaAugmenter{augment::Eda(seed_option(L, 1), std::move(wordnet)), options});
+  const auto config = augment::EdaConfig::from_json(options_json(L, 1), "eda");
+  if (!config.wordnet.empty()) check_read(L, config.wordnet);
+  const auto folder = config.wordnet.empty() ? augment::WordNet::default_directory() : config.wordnet;
+  auto wordnet = augment::WordNet::shared(folder);
+  push_new<EdaAugmenter>(L, EdaAugmenter{augment::Eda(config.seed, std::move(wordnet)), config.options});
   return 1;
 }
 
 // augment(text[, n = 1]) -> up to n variants (none for a text with no letters)
 int eda_augment(lua_State* L) {
-  auto& augmenter = check<EdaAugmenter>(L, 1, kEdaType);
+  auto& augmenter = check<EdaAugmenter>(L, 1);
   const std::string text = check_string(L, 2);
   augment::EdaOptions options = augmenter.options;
   options.num_aug = count_argument(L, 3);
@@ -75,38 +58,25 @@ int eda_augment(lua_State* L) {
 
 // ---- contextual substitution ---------------------------------------------------------------------------------------
 
-// contextual_augmenter{model = DIR, fraction = 0.15, top_k = 10, temperature = 1, seed = 42, max_length = 128,
-//                      batch_size = 32, device = "cpu"}
+// contextual_augmenter{model = DIR, fraction = 0.15, top_k = 10, ...} (augment::ContextualSubstitutionConfig)
 int contextual_new(lua_State* L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  check_option_keys(L, 1,
-                    {"model", "fraction", "top_k", "temperature", "seed", "max_length", "batch_size", "device"},
-                    "contextual_augmenter");
-  const auto folder = opt_string_field(L, 1, "model");
-  if (!folder || folder->empty())
-    fail("contextual_augmenter: model = DIR is required (a Hugging Face BertForMaskedLM folder)");
-  check_read(L, *folder);
-  augment::ContextualSubstitutionOptions options;
-  options.fraction = opt_number_field(L, 1, "fraction").value_or(options.fraction);
-  options.top_k = static_cast<int>(opt_number_field(L, 1, "top_k").value_or(options.top_k));
-  options.temperature = opt_number_field(L, 1, "temperature").value_or(options.temperature);
-  options.max_length = static_cast<int>(opt_number_field(L, 1, "max_length").value_or(options.max_length));
-  options.batch_size = static_cast<int>(opt_number_field(L, 1, "batch_size").value_or(options.batch_size));
-  const torch::Device device(opt_string_field(L, 1, "device").value_or("cpu"));
-  push_new<augment::ContextualSubstitution>(L, kContextualType,
-                                   augment::ContextualSubstitution::load(*folder, seed_option(L, 1), options, device));
+  const auto config = augment::ContextualSubstitutionConfig::from_json(options_json(L, 1), "contextual_augmenter");
+  check_read(L, config.model);
+  const torch::Device device(config.device);
+  push_new<augment::ContextualSubstitution>(
+      L, augment::ContextualSubstitution::load(config.model, config.seed, config.options, device));
   return 1;
 }
 
 int contextual_augment(lua_State* L) {
-  auto& augmenter = check<augment::ContextualSubstitution>(L, 1, kContextualType);
+  auto& augmenter = check<augment::ContextualSubstitution>(L, 1);
   push_strings(L, augmenter.augment(check_string(L, 2), count_argument(L, 3)));
   return 1;
 }
 
 // augment_many(texts[, n = 1]) -> one list of variants per text, computed in batches
 int contextual_augment_many(lua_State* L) {
-  auto& augmenter = check<augment::ContextualSubstitution>(L, 1, kContextualType);
+  auto& augmenter = check<augment::ContextualSubstitution>(L, 1);
   const auto results = augmenter.augment(check_string_list(L, 2), count_argument(L, 3));
   lua_createtable(L, static_cast<int>(results.size()), 0);
   for (size_t i = 0; i < results.size(); ++i) {
@@ -142,21 +112,21 @@ int clean_paraphrase(lua_State* L) {
 // paraphrase_filter{prompt = the prompt the replies answer (default: the reference's)}: a reply that repeats that
 // prompt's instruction is an echo.
 int filter_new(lua_State* L) {
-  check_option_keys(L, 1, {"prompt"}, "paraphrase_filter");
-  const auto prompt = opt_string_field(L, 1, "prompt");
-  push_new<augment::ParaphraseFilter>(L, kFilterType, prompt ? *prompt : std::string(augment::kDefaultInstruction));
+  const auto options = options_json(L, 1);
+  const OptionReader read(options, "paraphrase_filter", {"prompt"});
+  push_new<augment::ParaphraseFilter>(L, read.string("prompt").value_or(std::string(augment::kDefaultInstruction)));
   return 1;
 }
 
 // add(source, reply): cleans the reply and remembers it when accepted (later equal ones are duplicates).
 int filter_add(lua_State* L) {
-  auto& filter = check<augment::ParaphraseFilter>(L, 1, kFilterType);
+  auto& filter = check<augment::ParaphraseFilter>(L, 1);
   return push_cleaned(L, filter.add(check_string(L, 2), check_string(L, 3)));
 }
 
 // counts() -> {accepted = n, empty = n, refusal = n, echoed_prompt = n, same_as_source = n, duplicate = n}
 int filter_counts(lua_State* L) {
-  push_json(L, check<augment::ParaphraseFilter>(L, 1, kFilterType).counts_json());
+  push_json(L, check<augment::ParaphraseFilter>(L, 1).counts_json());
   return 1;
 }
 
@@ -178,14 +148,14 @@ int pandas_sample_positions(lua_State* L) {
 
 void open(lua_State* L) {
   static const luaL_Reg eda_methods[] = {{"augment", guarded<eda_augment>}, {nullptr, nullptr}};
-  define_type(L, kEdaType, eda_methods, nullptr);
+  define_type<EdaAugmenter>(L, eda_methods, nullptr);
   static const luaL_Reg contextual_methods[] = {{"augment", guarded<contextual_augment>},
                                                 {"augment_many", guarded<contextual_augment_many>},
                                                 {nullptr, nullptr}};
-  define_type(L, kContextualType, contextual_methods, nullptr);
+  define_type<augment::ContextualSubstitution>(L, contextual_methods, nullptr);
   static const luaL_Reg filter_methods[] = {
       {"add", guarded<filter_add>}, {"counts", guarded<filter_counts>}, {nullptr, nullptr}};
-  define_type(L, kFilterType, filter_methods, nullptr);
+  define_type<augment::ParaphraseFilter>(L, filter_methods, nullptr);
 
   static const luaL_Reg functions[] = {{"eda", guarded<eda_new>},
                                        {"contextual_augmenter", guarded<contextual_new>},

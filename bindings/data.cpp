@@ -2,26 +2,26 @@
 // ts.loader (tokenized rows, a seeded sampler and a batch plan per epoch). Rows are 1-based in Lua; class ids stay
 // 0-based as in the data files.
 #include <cmath>
-#include <limits>
-#include <numeric>
 
 #include "data.h"
 
 #include "data/batching.h"
 #include "data/loader.h"
 #include "data/sampling.h"
+#include "data/seed_streams.h"
 #include "data/table.h"
 #include "json.h"
 #include "runtime.h"
 #include "tensor.h"
 #include "text/tokenizer.h"
+#include "tokenizer.h"
 #include "model.h"
 
 namespace ts::lua {
 
-constexpr const char* kLoaderType = "twostage.Loader";
+TWOSTAGE_LUA_TYPE(data::Loader, "twostage.Loader");
 
-data::Dataset& check_dataset(lua_State* L, int index) { return check<data::Dataset>(L, index, kDatasetType); }
+data::Dataset& check_dataset(lua_State* L, int index) { return check<data::Dataset>(L, index); }
 
 void push_batch(lua_State* L, const data::Batch& batch) {
   lua_createtable(L, 0, 8);
@@ -75,20 +75,6 @@ using data::Dataset;
 
 Dataset& dataset_at(lua_State* L, int index) { return check_dataset(L, index); }
 
-std::vector<int64_t> check_integer_list(lua_State* L, int index, const char* what) {
-  luaL_checktype(L, index, LUA_TTABLE);
-  std::vector<int64_t> items(lua_objlen(L, index));
-  for (size_t i = 0; i < items.size(); ++i) {
-    lua_rawgeti(L, index, static_cast<int>(i + 1));
-    const double value = lua_tonumber(L, -1);
-    if (lua_type(L, -1) != LUA_TNUMBER || value != static_cast<double>(static_cast<int64_t>(value)))
-      fail("{}: item {} is {}, expected an integer", what, i + 1, luaL_typename(L, -1));
-    items[i] = static_cast<int64_t>(value);
-    lua_pop(L, 1);
-  }
-  return items;
-}
-
 // Lua rows (1-based) -> dataset indices (0-based), checked against the dataset's size.
 std::vector<int64_t> rows_to_indices(lua_State* L, int index, const Dataset& data) {
   auto rows = check_integer_list(L, index, "rows");
@@ -105,49 +91,16 @@ int64_t check_row(lua_State* L, int index, const Dataset& data) {
   return row - 1;
 }
 
-Dataset& push_dataset(lua_State* L, Dataset data) { return push_new<Dataset>(L, kDatasetType, std::move(data)); }
+Dataset& push_dataset(lua_State* L, Dataset data) { return push_new<Dataset>(L, std::move(data)); }
 
 // ---- reading -------------------------------------------------------------------------------------------------
-
-data::TableFormat parse_format(const std::string& name) {
-  if (name == "csv") return data::TableFormat::Csv;
-  if (name == "tsv") return data::TableFormat::Tsv;
-  if (name == "jsonl" || name == "json") return data::TableFormat::Jsonl;
-  if (name == "auto") return data::TableFormat::Auto;
-  fail("format '{}': expected csv, tsv, jsonl or auto", name);
-}
 
 // read_table(path[, {text = "text", pair = nil, label = "label" | false, classes = {...}, format = "auto",
 //                    empty_text = "error" | "drop"}]) -> dataset
 int read_table(lua_State* L) {
   const std::string path = check_string(L, 1);
   check_read(L, path);
-  data::TableOptions options;
-  if (!lua_isnoneornil(L, 2)) {
-    check_option_keys(L, 2, {"text", "pair", "label", "classes", "format", "empty_text"}, "ts.read_table");
-    if (auto format = opt_string_field(L, 2, "format")) options.format = parse_format(*format);
-    if (auto text = opt_string_field(L, 2, "text")) options.text_column = *text;
-    if (auto pair = opt_string_field(L, 2, "pair")) options.pair_column = *pair;
-    lua_getfield(L, 2, "label");
-    if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1))
-      options.label_column.clear();
-    else if (lua_type(L, -1) == LUA_TSTRING)
-      options.label_column = lua_tostring(L, -1);
-    else if (!lua_isnil(L, -1))
-      fail("option 'label' expects a column name or false (unlabelled), got {}", luaL_typename(L, -1));
-    lua_pop(L, 1);
-    lua_getfield(L, 2, "classes");
-    if (!lua_isnil(L, -1)) options.classes = check_string_list(L, lua_gettop(L));
-    lua_pop(L, 1);
-    if (auto empty = opt_string_field(L, 2, "empty_text")) {
-      if (*empty == "error")
-        options.empty_text = data::EmptyTextPolicy::Error;
-      else if (*empty == "drop")
-        options.empty_text = data::EmptyTextPolicy::Drop;
-      else
-        fail("empty_text '{}': expected \"error\" or \"drop\"", *empty);
-    }
-  }
+  const auto options = data::TableOptions::from_json(options_json(L, 2), "ts.read_table");
   push_dataset(L, data::read_table(path, options));
   return 1;
 }
@@ -280,66 +233,22 @@ int dataset_tostring(lua_State* L) {
 
 // ---- imbalance and splits ------------------------------------------------------------------------------------
 
-uint32_t seed_field(lua_State* L, int index, uint32_t fallback) {
-  return static_cast<uint32_t>(opt_number_field(L, index, "seed").value_or(fallback));
-}
-
 // downsample(dataset, {rate = 0.2, minority = {0}, seed = 42, shuffle = true}) -> subset, rows
 // The reference's exact rows and order (pandas sample with random_state = seed).
 int downsample(lua_State* L) {
   const auto& data = dataset_at(L, 1);
-  data::DownsampleOptions options;
-  if (!lua_isnoneornil(L, 2)) {
-    check_option_keys(L, 2, {"rate", "minority", "seed", "shuffle"}, "ts.downsample");
-    options.rate = opt_number_field(L, 2, "rate").value_or(options.rate);
-    options.seed = seed_field(L, 2, options.seed);
-    options.shuffle = opt_bool_field(L, 2, "shuffle").value_or(options.shuffle);
-    lua_getfield(L, 2, "minority");
-    if (lua_isnumber(L, -1))
-      options.minority = {static_cast<int64_t>(lua_tonumber(L, -1))};
-    else if (!lua_isnil(L, -1))
-      options.minority = check_integer_list(L, lua_gettop(L), "minority");
-    lua_pop(L, 1);
-  }
+  const auto options = data::DownsampleOptions::from_json(options_json(L, 2), "ts.downsample");
   const auto indices = data::downsample_indices(data.labels, data.num_classes(), options);
   push_dataset(L, data.subset(indices));
   push_integers(L, indices, 1);
   return 2;
 }
 
-// long_tail(dataset, {imbalance = 10, seed = 42[, counts = {...}]}) -> subset, rows
-// Exponential profile n_r = int(n_max (1/imbalance)^(r/(C-1))) over the classes ranked by their size (largest
-// first, ties by id), with the largest n_max every class can supply; or explicit per-class `counts` (by class id).
+// long_tail(dataset, {imbalance = 10, seed = 42[, counts = {...}]}) -> subset, rows (data::long_tail_indices)
 int long_tail(lua_State* L) {
   const auto& data = dataset_at(L, 1);
-  luaL_checktype(L, 2, LUA_TTABLE);
-  check_option_keys(L, 2, {"imbalance", "seed", "counts"}, "ts.long_tail");
-  const auto seed = seed_field(L, 2, 42);
-  lua_getfield(L, 2, "counts");
-  if (!lua_isnil(L, -1)) {
-    const auto counts = check_integer_list(L, lua_gettop(L), "counts");
-    if (static_cast<int64_t>(counts.size()) != data.num_classes())
-      fail("long_tail: {} counts for {} classes", counts.size(), data.num_classes());
-    const auto indices = data::long_tail_indices(data.labels, counts, seed);
-    push_dataset(L, data.subset(indices));
-    push_integers(L, indices, 1);
-    return 2;
-  }
-  lua_pop(L, 1);
-  const auto imbalance = opt_number_field(L, 2, "imbalance");
-  if (!imbalance || *imbalance < 1) fail("long_tail needs 'imbalance' >= 1 (n_max / n_min) or explicit 'counts'");
-  const auto present = data.class_counts();
-  const auto classes = static_cast<int64_t>(present.size());
-  std::vector<int64_t> order(present.size());
-  std::iota(order.begin(), order.end(), int64_t{0});
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return present[a] > present[b]; });
-  double head = std::numeric_limits<double>::infinity();
-  for (int64_t r = 0; r < classes; ++r) {
-    const double share = classes > 1 ? std::pow(1.0 / *imbalance, static_cast<double>(r) / (classes - 1)) : 1.0;
-    head = std::min(head, static_cast<double>(present[order[r]]) / share);
-  }
-  const auto counts = data::long_tail_counts(static_cast<int64_t>(head), classes, *imbalance);
-  const auto indices = data::long_tail_indices(data.labels, counts, seed, order);
+  const auto options = data::LongTailOptions::from_json(options_json(L, 2), "ts.long_tail");
+  const auto indices = data::long_tail_indices(data.labels, data.num_classes(), options);
   push_dataset(L, data.subset(indices));
   push_integers(L, indices, 1);
   return 2;
@@ -348,11 +257,8 @@ int long_tail(lua_State* L) {
 // split(dataset, {fraction = 0.1, seed = 42}) -> train, validation, train_rows, validation_rows (stratified)
 int split(lua_State* L) {
   const auto& data = dataset_at(L, 1);
-  luaL_checktype(L, 2, LUA_TTABLE);
-  check_option_keys(L, 2, {"fraction", "seed"}, "ts.split");
-  const double fraction = opt_number_field(L, 2, "fraction").value_or(0.1);
-  if (!(fraction > 0 && fraction < 1)) fail("split: fraction {} must be in (0, 1)", fraction);
-  const auto parts = data::stratified_split(data.labels, data.num_classes(), fraction, seed_field(L, 2, 42));
+  const auto options = data::SplitOptions::from_json(options_json(L, 2), "ts.split");
+  const auto parts = data::stratified_split(data.labels, data.num_classes(), options.fraction, options.seed);
   push_dataset(L, data.subset(parts.train));
   push_dataset(L, data.subset(parts.validation));
   push_integers(L, parts.train, 1);
@@ -364,28 +270,28 @@ int split(lua_State* L) {
 
 using data::Loader;
 
-Loader& loader_at(lua_State* L, int index) { return check<Loader>(L, index, kLoaderType); }
+Loader& loader_at(lua_State* L, int index) { return check<Loader>(L, index); }
 
 // loader(dataset, tokenizer[, options]) -> loader; options as data::LoaderOptions::from_json: {batch_size = 16,
 // max_length = 128, sampler = "random", seed = 0, padding = "longest", pad_to = max_length, bucket = false,
 // drop_last = false, num_samples = #dataset, threads = 1}
 int loader_new(lua_State* L) {
   const auto& data = dataset_at(L, 1);
-  const auto& tokenizer = check<text::Tokenizer>(L, 2, "twostage.Tokenizer");
+  const auto& tokenizer = check<text::Tokenizer>(L, 2);
   const auto options = data::LoaderOptions::from_json(options_json(L, 3), "ts.loader");
-  push_new<Loader>(L, kLoaderType, data, tokenizer, options);
+  push_new<Loader>(L, data, tokenizer, options);
   return 1;
 }
 
 // The plan of one epoch; the iterator's upvalues are (loader, plan, position).
 struct EpochPlan {
+  static constexpr const char* kLuaType = "twostage.EpochPlan";
   std::vector<std::vector<int64_t>> batches;
 };
-constexpr const char* kEpochPlanType = "twostage.EpochPlan";
 
 int epoch_iterator(lua_State* L) {
   const auto& loader = loader_at(L, lua_upvalueindex(1));
-  const auto& plan = check<EpochPlan>(L, lua_upvalueindex(2), kEpochPlanType);
+  const auto& plan = check<EpochPlan>(L, lua_upvalueindex(2));
   const auto position = static_cast<size_t>(lua_tonumber(L, lua_upvalueindex(3)));
   if (position >= plan.batches.size()) return 0;
   lua_pushnumber(L, static_cast<lua_Number>(position + 1));
@@ -401,7 +307,7 @@ int loader_epoch(lua_State* L) {
   const auto& loader = loader_at(L, 1);
   const auto epoch = static_cast<int64_t>(luaL_checknumber(L, 2));
   lua_pushvalue(L, 1);
-  push_new<EpochPlan>(L, kEpochPlanType, EpochPlan{loader.plan(epoch)});
+  push_new<EpochPlan>(L, EpochPlan{loader.plan(epoch)});
   lua_pushnumber(L, 0);
   lua_pushcclosure(L, guarded<epoch_iterator>, 3);
   return 1;
@@ -447,6 +353,32 @@ int loader_drop_trunk(lua_State* L) {
   return 0;
 }
 
+// ---- seed streams --------------------------------------------------------------------------------------------
+
+// seed_streams.NAME(seed, step) -> the derived seed (data/seed_streams.h); seeds are whole numbers of 0 or more.
+uint64_t check_seed(lua_State* L, int index) {
+  const double seed = luaL_checknumber(L, index);
+  if (seed < 0 || seed != std::floor(seed) || seed > 9.007199254740992e15)
+    fail("seed {} must be a whole number of 0 or more", seed);
+  return static_cast<uint64_t>(seed);
+}
+
+template <auto Stream>
+int seed_stream(lua_State* L) {
+  const auto seed = check_seed(L, 1);
+  const auto step = static_cast<int64_t>(luaL_checknumber(L, 2));
+  lua_pushnumber(L, static_cast<lua_Number>(Stream(seed, step)));
+  return 1;
+}
+
+int paraphrase_request_seed(lua_State* L) {
+  const auto seed = check_seed(L, 1);
+  const auto pass = static_cast<int64_t>(luaL_checknumber(L, 2));
+  const auto per_request = static_cast<int64_t>(luaL_checknumber(L, 3));
+  lua_pushnumber(L, static_cast<lua_Number>(data::seed_streams::paraphrase_request(seed, pass, per_request)));
+  return 1;
+}
+
 void open(lua_State* L) {
   static const luaL_Reg dataset_methods[] = {{"size", guarded<dataset_size>},
                                              {"text", guarded<dataset_text>},
@@ -466,7 +398,7 @@ void open(lua_State* L) {
                                              {nullptr, nullptr}};
   static const luaL_Reg dataset_meta[] = {
       {"__len", guarded<dataset_size>}, {"__tostring", guarded<dataset_tostring>}, {nullptr, nullptr}};
-  define_type(L, kDatasetType, dataset_methods, dataset_meta);
+  define_type<Dataset>(L, dataset_methods, dataset_meta);
 
   static const luaL_Reg loader_methods[] = {{"epoch", guarded<loader_epoch>},
                                             {"batches", guarded<loader_batches>},
@@ -477,13 +409,26 @@ void open(lua_State* L) {
                                             {"drop_trunk", guarded<loader_drop_trunk>},
                                             {nullptr, nullptr}};
   static const luaL_Reg loader_meta[] = {{"__len", guarded<loader_size>}, {nullptr, nullptr}};
-  define_type(L, kLoaderType, loader_methods, loader_meta);
+  define_type<Loader>(L, loader_methods, loader_meta);
 
   static const luaL_Reg functions[] = {{"read_table", guarded<read_table>}, {"dataset", guarded<dataset_new>},
                                        {"downsample", guarded<downsample>},   {"long_tail", guarded<long_tail>},
                                        {"split", guarded<split>},             {"loader", guarded<loader_new>},
                                        {nullptr, nullptr}};
   set_functions(L, functions);
+
+  namespace streams = data::seed_streams;
+  static const luaL_Reg seed_functions[] = {
+      {"stage_loader", guarded<seed_stream<streams::stage_loader>>},
+      {"pretraining_dropout", guarded<seed_stream<streams::pretraining_dropout>>},
+      {"pretraining_replacements", guarded<seed_stream<streams::pretraining_replacements>>},
+      {"training_masks", guarded<seed_stream<streams::training_masks>>},
+      {"heldout_masks", guarded<seed_stream<streams::heldout_masks>>},
+      {"paraphrase_request", guarded<paraphrase_request_seed>},
+      {nullptr, nullptr}};
+  lua_newtable(L);
+  set_functions(L, seed_functions);
+  lua_setfield(L, -2, "seed_streams");
 }
 
 }  // namespace

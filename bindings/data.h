@@ -5,10 +5,11 @@
 
 #include "data/batching.h"
 #include "data/table.h"
+#include "toolkit.h"
 
 namespace ts::lua {
 
-constexpr const char* kDatasetType = "twostage.Dataset";
+TWOSTAGE_LUA_TYPE(data::Dataset, "twostage.Dataset");
 
 data::Dataset& check_dataset(lua_State* L, int index);
 

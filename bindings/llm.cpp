@@ -24,30 +24,15 @@
 namespace ts::lua {
 namespace {
 
-constexpr const char* kClientType = "twostage.LlmClient";
-
-// Sampling fields a client applies to every request that does not set them itself.
-struct RequestDefaults {
-  std::optional<double> temperature;
-  std::optional<double> top_p;
-  std::optional<std::int64_t> seed;
-  std::optional<int> max_tokens;
-};
+using llm::RequestDefaults;
 
 struct LlmClient {
+  static constexpr const char* kLuaType = "twostage.LlmClient";
   std::unique_ptr<llm::Client> client;
   RequestDefaults defaults;
 };
 
-LlmClient& self(lua_State* L) { return check<LlmClient>(L, 1, kClientType); }
-
-std::optional<std::int64_t> opt_integer_field(lua_State* L, int table, const char* key) {
-  const auto value = opt_number_field(L, table, key);
-  if (!value) return std::nullopt;
-  if (*value != std::floor(*value) || std::fabs(*value) > 9.007199254740992e15)
-    fail("option '{}' expects a whole number, got {}", key, *value);
-  return static_cast<std::int64_t>(*value);
-}
+LlmClient& self(lua_State* L) { return check<LlmClient>(L, 1); }
 
 std::vector<llm::Message> check_messages(lua_State* L, int index) {
   index = index < 0 ? lua_gettop(L) + index + 1 : index;
@@ -193,66 +178,19 @@ void check_endpoint(lua_State* L, const std::string& base_url) {
        base_url, origin, llm::ClientSettings{}.base_url);
 }
 
-// llm_client{model, base_url, api_key_env, concurrency, rpm, tpm, timeout, max_retries, temperature, top_p, seed,
-//            max_tokens, cache, backoff, backoff_max}
+// llm_client{model, base_url, api_key_env, concurrency, ...} (llm::ClientOptions): the endpoint and the cache file
+// are checked against the run's rules here.
 int client_new(lua_State* L) {
-  if (!lua_isnoneornil(L, 1)) luaL_checktype(L, 1, LUA_TTABLE);
-  check_option_keys(L, 1,
-             {"model", "base_url", "api_key_env", "concurrency", "rpm", "tpm", "timeout", "connect_timeout",
-              "max_retries", "temperature", "top_p", "seed", "max_tokens", "cache", "backoff", "backoff_max"},
-             "llm_client");
-  llm::ClientSettings settings;
-  if (auto value = opt_string_field(L, 1, "model")) settings.model = *value;
-  if (auto value = opt_string_field(L, 1, "base_url")) settings.base_url = *value;
-  check_endpoint(L, settings.base_url);
-  if (auto value = opt_string_field(L, 1, "api_key_env")) settings.api_key_env = *value;
-  if (auto value = opt_integer_field(L, 1, "concurrency")) {
-    if (*value < 1) fail("llm_client: concurrency must be at least 1, got {}", *value);
-    settings.concurrency = static_cast<int>(*value);
-  }
-  if (auto value = opt_number_field(L, 1, "rpm")) {
-    if (*value < 0) fail("llm_client: rpm must be 0 (no limit) or more, got {}", *value);
-    settings.requests_per_minute = *value;
-  }
-  if (auto value = opt_number_field(L, 1, "tpm")) {
-    if (*value < 0) fail("llm_client: tpm must be 0 (no limit) or more, got {}", *value);
-    settings.tokens_per_minute = *value;
-  }
-  if (auto value = opt_number_field(L, 1, "timeout")) {
-    if (!(*value > 0)) fail("llm_client: timeout must be positive (seconds), got {}", *value);
-    settings.timeout_seconds = *value;
-  }
-  if (auto value = opt_number_field(L, 1, "connect_timeout")) {
-    if (!(*value > 0)) fail("llm_client: connect_timeout must be positive (seconds), got {}", *value);
-    settings.connect_timeout_seconds = *value;
-  }
-  if (auto value = opt_integer_field(L, 1, "max_retries")) {
-    if (*value < 0) fail("llm_client: max_retries must be 0 or more, got {}", *value);
-    settings.max_attempts = static_cast<int>(*value) + 1;
-  }
-  if (auto value = opt_number_field(L, 1, "backoff")) {
-    if (*value < 0) fail("llm_client: backoff must be 0 or more (seconds), got {}", *value);
-    settings.backoff_initial_seconds = *value;
-  }
-  if (auto value = opt_number_field(L, 1, "backoff_max")) {
-    if (*value < 0) fail("llm_client: backoff_max must be 0 or more (seconds), got {}", *value);
-    settings.backoff_max_seconds = *value;
-  }
-  if (auto value = opt_string_field(L, 1, "cache"); value && !value->empty()) {
+  auto options = llm::ClientOptions::from_json(options_json(L, 1), "llm_client");
+  check_endpoint(L, options.settings.base_url);
+  if (const auto& cache = options.settings.cache_path; !cache.empty()) {
     // The cache is a file the run writes: it must be inside the run folder or named on the command line.
-    check_write(L, *value);
-    const auto folder = std::filesystem::path(*value).parent_path();
+    check_write(L, cache);
+    const auto folder = std::filesystem::path(cache).parent_path();
     if (!folder.empty()) std::filesystem::create_directories(folder);
-    settings.cache_path = *value;
   }
-  RequestDefaults defaults;
-  defaults.temperature = opt_number_field(L, 1, "temperature");
-  defaults.top_p = opt_number_field(L, 1, "top_p");
-  defaults.seed = opt_integer_field(L, 1, "seed");
-  if (auto tokens = opt_integer_field(L, 1, "max_tokens")) defaults.max_tokens = static_cast<int>(*tokens);
-
-  auto client = std::make_unique<llm::Client>(settings);
-  push_new<LlmClient>(L, kClientType, LlmClient{std::move(client), defaults});
+  auto client = std::make_unique<llm::Client>(options.settings);
+  push_new<LlmClient>(L, LlmClient{std::move(client), options.defaults});
   return 1;
 }
 
@@ -354,7 +292,7 @@ int method_settings(lua_State* L) {
 
 int method_tostring(lua_State* L) {
   const auto& settings = self(L).client->settings();
-  const auto text = fmt::format("{}({} at {})", kClientType, settings.model, settings.base_url);
+  const auto text = fmt::format("{}({} at {})", LuaType<LlmClient>::name, settings.model, settings.base_url);
   lua_pushlstring(L, text.data(), text.size());
   return 1;
 }
@@ -367,7 +305,7 @@ void open(lua_State* L) {
                                      {"settings", guarded<method_settings>},
                                      {nullptr, nullptr}};
   static const luaL_Reg metamethods[] = {{"__tostring", guarded<method_tostring>}, {nullptr, nullptr}};
-  define_type(L, kClientType, methods, metamethods);
+  define_type<LlmClient>(L, methods, metamethods);
   lua_pushcfunction(L, guarded<client_new>);
   lua_setfield(L, -2, "llm_client");
 }

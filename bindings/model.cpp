@@ -14,15 +14,15 @@
 namespace ts::lua {
 
 BertForSequenceClassification& check_classifier(lua_State* L, int index) {
-  return check<Classifier>(L, index, kClassifierType).module;
+  return check<Classifier>(L, index).module;
 }
 
-BertForMaskedLM& check_masked_lm(lua_State* L, int index) { return check<MaskedLM>(L, index, kMaskedLMType).module; }
+BertForMaskedLM& check_masked_lm(lua_State* L, int index) { return check<MaskedLM>(L, index).module; }
 
 torch::nn::Module& check_module(lua_State* L, int index) {
-  if (auto* classifier = test<Classifier>(L, index, kClassifierType)) return *classifier->module;
-  if (auto* masked_lm = test<MaskedLM>(L, index, kMaskedLMType)) return *masked_lm->module;
-  if (auto* head = test<DetectionHeadHandle>(L, index, kDetectionHeadType)) return *head->module;
+  if (auto* classifier = test<Classifier>(L, index)) return *classifier->module;
+  if (auto* masked_lm = test<MaskedLM>(L, index)) return *masked_lm->module;
+  if (auto* head = test<DetectionHeadHandle>(L, index)) return *head->module;
   fail("argument {}: expected a model (classifier or masked LM) or a detection head, got {}", index,
        luaL_typename(L, index));
 }
@@ -79,34 +79,16 @@ int module_trainable_count(lua_State* L) {
 
 namespace {
 
-Classifier& self(lua_State* L) { return check<Classifier>(L, 1, kClassifierType); }
-
-// {head = "paper" | "hf", head_hidden = 50, num_labels = C, device = "cpu"}
-LoadOptions load_options(lua_State* L, int index, const char* where) {
-  check_option_keys(L, index, {"head", "head_hidden", "num_labels", "device", "ignore_mismatched_sizes"}, where);
-  LoadOptions options;
-  if (auto labels = opt_number_field(L, index, "num_labels")) options.num_labels = static_cast<int64_t>(*labels);
-  if (auto head = opt_string_field(L, index, "head")) {
-    if (*head == "paper")
-      options.head = "mlp";
-    else if (*head == "hf")
-      options.head = "linear";
-    else
-      fail("head '{}': expected \"paper\" (Linear-ReLU-Linear on the pooler) or \"hf\" (one Linear)", *head);
-  }
-  if (auto hidden = opt_number_field(L, index, "head_hidden")) options.head_hidden_size = static_cast<int64_t>(*hidden);
-  if (auto device = opt_string_field(L, index, "device")) options.device = torch::Device(runtime::check_device(*device));
-  if (auto ignore = opt_bool_field(L, index, "ignore_mismatched_sizes")) options.ignore_mismatched_sizes = *ignore;
-  return options;
-}
+Classifier& self(lua_State* L) { return check<Classifier>(L, 1); }
 
 // load_classifier(folder[, options]) -> model, report
 int load_classifier(lua_State* L) {
   const std::string folder = check_string(L, 1);
   check_read(L, folder);
   LoadReport report;
-  auto module = load_sequence_classifier(folder, load_options(L, 2, "ts.load_classifier"), &report);
-  push_new<Classifier>(L, kClassifierType, Classifier{module, folder});
+  const auto options = LoadOptions::from_json(options_json(L, 2), "ts.load_classifier");
+  auto module = load_sequence_classifier(folder, options, &report);
+  push_new<Classifier>(L, Classifier{module, folder});
   push_json(L, {{"missing", report.missing}, {"unexpected", report.unexpected}, {"mismatched", report.mismatched}});
   return 2;
 }
@@ -114,14 +96,14 @@ int load_classifier(lua_State* L) {
 // classifier_from_config(config table as config.json[, options]) -> a randomly initialised model
 int classifier_from_config(lua_State* L) {
   auto config = BertConfig::from_json(to_json(L, 1), "classifier_from_config");
-  const auto options = load_options(L, 2, "ts.classifier_from_config");
+  const auto options = LoadOptions::from_json(options_json(L, 2), "ts.classifier_from_config");
   if (options.num_labels) config.set_num_labels(*options.num_labels);
   if (options.head) config.head.type = *options.head;
   if (options.head_hidden_size) config.head.hidden_size = *options.head_hidden_size;
   config.validate("classifier_from_config");
   BertForSequenceClassification module(config);
   module->to(options.device);
-  push_new<Classifier>(L, kClassifierType, Classifier{module, {}});
+  push_new<Classifier>(L, Classifier{module, {}});
   return 1;
 }
 
@@ -208,9 +190,9 @@ int method_save(lua_State* L) {
 // snapshot() -> a copy of every parameter and buffer (for keeping the best checkpoint in memory); restore(snapshot)
 // puts it back.
 struct Snapshot {
+  static constexpr const char* kLuaType = "twostage.Snapshot";
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
 };
-constexpr const char* kSnapshotType = "twostage.Snapshot";
 
 int method_snapshot(lua_State* L) {
   auto& model = self(L).module;
@@ -218,13 +200,13 @@ int method_snapshot(lua_State* L) {
   torch::NoGradGuard no_grad;
   for (const auto& item : model->named_parameters()) snapshot.tensors.emplace_back(item.key(), item.value().clone());
   for (const auto& item : model->named_buffers()) snapshot.tensors.emplace_back(item.key(), item.value().clone());
-  push_new<Snapshot>(L, kSnapshotType, std::move(snapshot));
+  push_new<Snapshot>(L, std::move(snapshot));
   return 1;
 }
 
 int method_restore(lua_State* L) {
   auto& model = self(L).module;
-  const auto& snapshot = check<Snapshot>(L, 2, kSnapshotType);
+  const auto& snapshot = check<Snapshot>(L, 2);
   auto parameters = model->named_parameters();
   auto buffers = model->named_buffers();
   torch::NoGradGuard no_grad;
@@ -265,7 +247,7 @@ void open(lua_State* L) {
                                      {"snapshot", guarded<method_snapshot>},
                                      {"restore", guarded<method_restore>},
                                      {nullptr, nullptr}};
-  define_type(L, kClassifierType, methods, nullptr);
+  define_type<Classifier>(L, methods, nullptr);
   lua_pushcfunction(L, guarded<load_classifier>);
   lua_setfield(L, -2, "load_classifier");
   lua_pushcfunction(L, guarded<classifier_from_config>);

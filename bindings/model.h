@@ -5,28 +5,27 @@
 #include <lua.hpp>
 
 #include "model/bert.h"
+#include "toolkit.h"
 
 namespace ts::lua {
 
-constexpr const char* kClassifierType = "twostage.Classifier";
-
 struct Classifier {
+  static constexpr const char* kLuaType = "twostage.Classifier";
   BertForSequenceClassification module;
   std::filesystem::path source;  // the folder it came from, whose tokenizer files a save copies
 };
 
-constexpr const char* kMaskedLMType = "twostage.MaskedLM";
-
 struct MaskedLM {
+  static constexpr const char* kLuaType = "twostage.MaskedLM";
   BertForMaskedLM module;
   std::filesystem::path source;
 };
 
 // A module trained beside a model but not part of it (ELECTRA's detection head, train/mlm.h): optimisers and
 // train/eval take it as they take a model.
-constexpr const char* kDetectionHeadType = "twostage.DetectionHead";
 
 struct DetectionHeadHandle {
+  static constexpr const char* kLuaType = "twostage.DetectionHead";
   std::shared_ptr<torch::nn::Module> module;
 };
 

@@ -1,7 +1,9 @@
 // Masked-LM pretraining in Lua: ts.masked_lm (a BertForMaskedLM from a folder or a config), ts.mlm_corpus (texts
-// packed into blocks) and ts.masker (BERT's dynamic masking). The loop is recipes/pretrain_mlm.lua.
+// packed into blocks) and ts.masker (BERT's dynamic masking). The loop is scripts/twostage/pretrain.lua.
 #include "data.h"
+#include "core/options.h"
 #include "data/sampling.h"
+#include "data/seed_streams.h"
 #include "json.h"
 #include "model.h"
 #include "model/checkpoint.h"
@@ -9,35 +11,38 @@
 #include "runtime/environment.h"
 #include "tensor.h"
 #include "text/tokenizer.h"
+#include "tokenizer.h"
 #include "train/mlm.h"
 #include "train/word_vectors.h"
 
 namespace ts::lua {
+
+TWOSTAGE_LUA_TYPE(train::PackedCorpus, "twostage.Corpus");
+TWOSTAGE_LUA_TYPE(train::Masker, "twostage.Masker");
+
 namespace {
 
-constexpr const char* kCorpusType = "twostage.Corpus";
-constexpr const char* kMaskerType = "twostage.Masker";
-
-MaskedLM& self(lua_State* L) { return check<MaskedLM>(L, 1, kMaskedLMType); }
+MaskedLM& self(lua_State* L) { return check<MaskedLM>(L, 1); }
 
 // masked_lm(folder | config table[, {device = "cpu"}]) -> model
 int masked_lm_new(lua_State* L) {
   LoadOptions options;
-  check_option_keys(L, 2, {"device"}, "ts.masked_lm");
-  if (auto device = opt_string_field(L, 2, "device")) options.device = torch::Device(runtime::check_device(*device));
+  const auto table = options_json(L, 2);
+  const OptionReader read(table, "ts.masked_lm", {"device"});
+  if (auto device = read.string("device")) options.device = torch::Device(runtime::check_device(*device));
   if (lua_istable(L, 1)) {
     auto config = BertConfig::from_json(to_json(L, 1), "masked_lm");
     config.validate("masked_lm");
     BertForMaskedLM module(config);
     module->to(options.device);
-    push_new<MaskedLM>(L, kMaskedLMType, MaskedLM{module, {}});
+    push_new<MaskedLM>(L, MaskedLM{module, {}});
     return 1;
   }
   const std::string folder = check_string(L, 1);
   check_read(L, folder);
   LoadReport report;
   auto module = load_masked_lm(folder, options, &report);
-  push_new<MaskedLM>(L, kMaskedLMType, MaskedLM{module, folder});
+  push_new<MaskedLM>(L, MaskedLM{module, folder});
   return 1;
 }
 
@@ -64,7 +69,7 @@ int method_save(lua_State* L) {
   options.tokenizer_from = model.source;
   if (lua_istable(L, 3)) {
     lua_getfield(L, 3, "tokenizer");
-    if (!lua_isnil(L, -1)) options.tokenizer = &check<text::Tokenizer>(L, lua_gettop(L), "twostage.Tokenizer");
+    if (!lua_isnil(L, -1)) options.tokenizer = &check<text::Tokenizer>(L, lua_gettop(L));
     lua_pop(L, 1);
   }
   save_pretrained(model.module, folder, options);
@@ -127,7 +132,7 @@ int method_forward(lua_State* L) {
 
 train::DetectionHead check_detection_head(lua_State* L, int index) {
   return train::DetectionHead(std::dynamic_pointer_cast<train::DetectionHeadImpl>(
-      check<DetectionHeadHandle>(L, index, kDetectionHeadType).module));
+      check<DetectionHeadHandle>(L, index).module));
 }
 
 // replaced_token_loss(batch, generator, head[, {weight = 50, seed = 0, temperature = 1}]) -> loss tensor, {masked_lm,
@@ -136,7 +141,7 @@ train::DetectionHead check_detection_head(lua_State* L, int index) {
 int method_replaced_token_loss(lua_State* L) {
   auto& model = self(L).module;
   const auto batch = to_masked_batch(L, 2);
-  auto& generator = check<MaskedLM>(L, 3, kMaskedLMType).module;
+  auto& generator = check<MaskedLM>(L, 3).module;
   auto head = check_detection_head(L, 4);
   check_option_keys(L, 5, {"weight", "seed", "temperature"}, "masked_lm:replaced_token_loss");
   const auto weight = opt_number_field(L, 5, "weight").value_or(50.0);
@@ -185,7 +190,7 @@ int detection_head_new(lua_State* L) {
   auto& model = self(L).module;
   train::DetectionHead head(model->config);
   head->to(model->parameters().front().device());
-  push_new<DetectionHeadHandle>(L, kDetectionHeadType, DetectionHeadHandle{head.ptr()});
+  push_new<DetectionHeadHandle>(L, DetectionHeadHandle{head.ptr()});
   return 1;
 }
 
@@ -210,11 +215,11 @@ int detection_head_load(lua_State* L) {
 
 // ---- corpus and masking ------------------------------------------------------------------------------------------
 
-train::PackedCorpus& corpus_at(lua_State* L, int index) { return check<train::PackedCorpus>(L, index, kCorpusType); }
+train::PackedCorpus& corpus_at(lua_State* L, int index) { return check<train::PackedCorpus>(L, index); }
 
 // mlm_corpus(tokenizer, {dataset, ...}[, {max_length = 128, threads = 1}]) -> corpus of packed blocks
 int corpus_new(lua_State* L) {
-  const auto& tokenizer = check<text::Tokenizer>(L, 1, "twostage.Tokenizer");
+  const auto& tokenizer = check<text::Tokenizer>(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
   std::vector<std::string> texts;
   for (size_t i = 1; i <= lua_objlen(L, 2); ++i) {
@@ -224,10 +229,11 @@ int corpus_new(lua_State* L) {
     texts.insert(texts.end(), dataset.pairs.begin(), dataset.pairs.end());
     lua_pop(L, 1);
   }
-  check_option_keys(L, 3, {"max_length", "threads"}, "ts.mlm_corpus");
-  const auto max_length = static_cast<int64_t>(opt_number_field(L, 3, "max_length").value_or(128));
-  const auto threads = static_cast<int>(opt_number_field(L, 3, "threads").value_or(1));
-  push_new<train::PackedCorpus>(L, kCorpusType, train::pack_texts(tokenizer, texts, max_length, threads));
+  const auto options = options_json(L, 3);
+  const OptionReader read(options, "ts.mlm_corpus", {"max_length", "threads"});
+  const auto max_length = read.integer("max_length").value_or(128);
+  const auto threads = static_cast<int>(read.integer("threads").value_or(1));
+  push_new<train::PackedCorpus>(L, train::pack_texts(tokenizer, texts, max_length, threads));
   return 1;
 }
 
@@ -236,7 +242,7 @@ int corpus_split(lua_State* L) {
   auto& corpus = corpus_at(L, 1);
   train::PackedCorpus heldout;
   train::split_heldout(corpus, heldout, luaL_checknumber(L, 2), static_cast<uint64_t>(luaL_checknumber(L, 3)));
-  push_new<train::PackedCorpus>(L, kCorpusType, std::move(heldout));
+  push_new<train::PackedCorpus>(L, std::move(heldout));
   return 1;
 }
 
@@ -255,21 +261,8 @@ int corpus_tokens(lua_State* L) {
 // skip-gram with negative sampling over the blocks (train/word_vectors.h), the tokenizer's special tokens left out.
 int corpus_word_vectors(lua_State* L) {
   const auto& corpus = corpus_at(L, 1);
-  const auto& tokenizer = check<text::Tokenizer>(L, 2, "twostage.Tokenizer");
-  check_option_keys(L, 3, {"dimension", "window", "negatives", "epochs", "lr", "subsample", "min_count", "seed"},
-                    "corpus:word_vectors");
-  train::SkipGramOptions options;
-  const auto integer = [L](const char* name, int64_t fallback) {
-    return static_cast<int64_t>(opt_number_field(L, 3, name).value_or(static_cast<double>(fallback)));
-  };
-  options.dimension = integer("dimension", options.dimension);
-  options.window = integer("window", options.window);
-  options.negatives = integer("negatives", options.negatives);
-  options.epochs = integer("epochs", options.epochs);
-  options.min_count = integer("min_count", options.min_count);
-  options.seed = static_cast<uint64_t>(integer("seed", static_cast<int64_t>(options.seed)));
-  options.learning_rate = opt_number_field(L, 3, "lr").value_or(options.learning_rate);
-  options.subsample = opt_number_field(L, 3, "subsample").value_or(options.subsample);
+  const auto& tokenizer = check<text::Tokenizer>(L, 2);
+  const auto options = train::SkipGramOptions::from_json(options_json(L, 3), "corpus:word_vectors");
   const auto result = train::skip_gram(corpus, tokenizer.vocab_size(),
                                        {tokenizer.cls_id(), tokenizer.sep_id(), tokenizer.pad_id()}, options);
   lua_createtable(L, 0, 3);
@@ -284,14 +277,9 @@ int corpus_word_vectors(lua_State* L) {
 
 // masker(tokenizer, {probability = 0.15, mask_share = 0.8, random_share = 0.1, whole_word = false}) -> masker
 int masker_new(lua_State* L) {
-  const auto& tokenizer = check<text::Tokenizer>(L, 1, "twostage.Tokenizer");
-  train::MaskingOptions options;
-  check_option_keys(L, 2, {"probability", "mask_share", "random_share", "whole_word"}, "ts.masker");
-  options.probability = opt_number_field(L, 2, "probability").value_or(options.probability);
-  options.mask_share = opt_number_field(L, 2, "mask_share").value_or(options.mask_share);
-  options.random_share = opt_number_field(L, 2, "random_share").value_or(options.random_share);
-  options.whole_word = opt_bool_field(L, 2, "whole_word").value_or(options.whole_word);
-  push_new<train::Masker>(L, kMaskerType, tokenizer, options);
+  const auto& tokenizer = check<text::Tokenizer>(L, 1);
+  const auto options = train::MaskingOptions::from_json(options_json(L, 2), "ts.masker");
+  push_new<train::Masker>(L, tokenizer, options);
   return 1;
 }
 
@@ -312,21 +300,21 @@ void push_masked(lua_State* L, const train::MaskedBatch& batch, size_t rows) {
 // masker:batch(corpus, step, batch_size, seed) -> {input_ids, attention_mask, labels, words, size}: the blocks and
 // masks of training step `step` (0-based), a function of (seed, step) alone.
 int masker_batch(lua_State* L) {
-  const auto& masker = check<train::Masker>(L, 1, kMaskerType);
+  const auto& masker = check<train::Masker>(L, 1);
   const auto& corpus = corpus_at(L, 2);
   const auto step = static_cast<int64_t>(luaL_checknumber(L, 3));
   const auto batch_size = static_cast<int64_t>(luaL_checknumber(L, 4));
   const auto seed = static_cast<uint64_t>(luaL_checknumber(L, 5));
   const auto indices =
       train::blocks_for_step(static_cast<int64_t>(corpus.blocks.size()), batch_size, step, seed);
-  push_masked(L, masker.mask(corpus, indices, data::derive_seed(seed ^ 0x6d61736bULL, step)), indices.size());
+  push_masked(L, masker.mask(corpus, indices, data::seed_streams::training_masks(seed, step)), indices.size());
   return 1;
 }
 
 // masker:range(corpus, first, count, seed) -> the blocks first..first+count-1 (0-based) masked with `seed`: fixed
 // held-out batches.
 int masker_range(lua_State* L) {
-  const auto& masker = check<train::Masker>(L, 1, kMaskerType);
+  const auto& masker = check<train::Masker>(L, 1);
   const auto& corpus = corpus_at(L, 2);
   const auto first = static_cast<int64_t>(luaL_checknumber(L, 3));
   const auto count = static_cast<int64_t>(luaL_checknumber(L, 4));
@@ -335,7 +323,7 @@ int masker_range(lua_State* L) {
   for (int64_t i = first; i < std::min<int64_t>(first + count, static_cast<int64_t>(corpus.blocks.size())); ++i)
     indices.push_back(i);
   if (indices.empty()) return 0;
-  push_masked(L, masker.mask(corpus, indices, data::derive_seed(seed, first)), indices.size());
+  push_masked(L, masker.mask(corpus, indices, data::seed_streams::heldout_masks(seed, first)), indices.size());
   return 1;
 }
 
@@ -356,23 +344,23 @@ void open(lua_State* L) {
                                            {"detection_head", guarded<detection_head_new>},
                                            {"set_word_embeddings", guarded<method_set_word_embeddings>},
                                            {nullptr, nullptr}};
-  define_type(L, kMaskedLMType, model_methods, nullptr);
+  define_type<MaskedLM>(L, model_methods, nullptr);
   static const luaL_Reg corpus_methods[] = {{"split", guarded<corpus_split>},
                                             {"blocks", guarded<corpus_blocks>},
                                             {"tokens", guarded<corpus_tokens>},
                                             {"word_vectors", guarded<corpus_word_vectors>},
                                             {nullptr, nullptr}};
   static const luaL_Reg corpus_meta[] = {{"__len", guarded<corpus_blocks>}, {nullptr, nullptr}};
-  define_type(L, kCorpusType, corpus_methods, corpus_meta);
+  define_type<train::PackedCorpus>(L, corpus_methods, corpus_meta);
   static const luaL_Reg masker_methods[] = {
       {"batch", guarded<masker_batch>}, {"range", guarded<masker_range>}, {nullptr, nullptr}};
-  define_type(L, kMaskerType, masker_methods, nullptr);
+  define_type<train::Masker>(L, masker_methods, nullptr);
   static const luaL_Reg detection_head_methods[] = {{"save", guarded<detection_head_save>},
                                                     {"load", guarded<detection_head_load>},
                                                     {"train", guarded<module_train>},
                                                     {"eval", guarded<module_eval>},
                                                     {nullptr, nullptr}};
-  define_type(L, kDetectionHeadType, detection_head_methods, nullptr);
+  define_type<DetectionHeadHandle>(L, detection_head_methods, nullptr);
 
   static const luaL_Reg functions[] = {{"masked_lm", guarded<masked_lm_new>},
                                        {"mlm_corpus", guarded<corpus_new>},

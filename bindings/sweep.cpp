@@ -12,7 +12,8 @@ nlohmann::json evaluate_sweep_file(const std::filesystem::path& sweep_file) {
   options.recipe = sweep_file;  // puts the sweep file's folder on package.path, as for a recipe
   Runtime runtime(options);
   lua_State* L = runtime.state();
-  const ChunkResult result = pcall_chunk(L, read_file(sweep_file), "@" + sweep_file.string(), 1);
+  const ChunkResult result =
+      pcall_chunk(L, read_file(sweep_file), "@" + sweep_file.string(), 1, runtime.run_state().unsafe);
   if (!result.ok) throw Error(result.message);
   if (!lua_istable(L, -1)) {
     const std::string type = luaL_typename(L, -1);

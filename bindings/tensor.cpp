@@ -4,16 +4,16 @@
 
 #include <sstream>
 
-#include "runtime.h"
+#include "toolkit.h"
 #include "runtime/environment.h"
 
 namespace ts::lua {
 
 // ---- conversions ------------------------------------------------------------------------------------------------
 
-void push_tensor(lua_State* L, at::Tensor tensor) { push_new<at::Tensor>(L, kTensorType, std::move(tensor)); }
+void push_tensor(lua_State* L, at::Tensor tensor) { push_new<at::Tensor>(L, std::move(tensor)); }
 
-at::Tensor& check_tensor(lua_State* L, int index) { return check<at::Tensor>(L, index, kTensorType); }
+at::Tensor& check_tensor(lua_State* L, int index) { return check<at::Tensor>(L, index); }
 
 at::ScalarType parse_dtype(const std::string& name) {
   static const std::pair<const char*, at::ScalarType> names[] = {
@@ -81,7 +81,7 @@ void flatten(lua_State* L, int index, size_t depth, std::vector<int64_t>& shape,
 }  // namespace
 
 at::Tensor to_tensor(lua_State* L, int index) {
-  if (auto* tensor = test<at::Tensor>(L, index, kTensorType)) return *tensor;
+  if (auto* tensor = test<at::Tensor>(L, index)) return *tensor;
   if (lua_type(L, index) == LUA_TNUMBER) return torch::tensor(lua_tonumber(L, index), torch::kFloat);
   if (lua_type(L, index) == LUA_TBOOLEAN) return torch::tensor(static_cast<bool>(lua_toboolean(L, index)));
   if (!lua_istable(L, index)) fail("expected a tensor, a number or a table, got {}", luaL_typename(L, index));
@@ -174,7 +174,7 @@ int manual_seed(lua_State* L) {
 }
 
 int is_tensor(lua_State* L) {
-  lua_pushboolean(L, test<at::Tensor>(L, 1, kTensorType) != nullptr);
+  lua_pushboolean(L, test<at::Tensor>(L, 1) != nullptr);
   return 1;
 }
 
@@ -459,7 +459,7 @@ int meta_index(lua_State* L) {
       push_tensor(L, row);
     return 1;
   }
-  luaL_getmetatable(L, kTensorType);
+  luaL_getmetatable(L, LuaType<at::Tensor>::name);
   lua_getfield(L, -1, "methods");
   lua_pushvalue(L, 2);
   lua_rawget(L, -2);
@@ -540,8 +540,8 @@ void open(lua_State* L) {
       {"__eq", guarded<meta_eq>},         {"__lt", guarded<meta_order>},      {"__le", guarded<meta_order>},
       {"__len", guarded<meta_len>},       {"__index", guarded<meta_index>},   {"__newindex", guarded<meta_newindex>},
       {"__tostring", guarded<meta_tostring>}, {nullptr, nullptr}};
-  define_type(L, kTensorType, nullptr, metamethods);
-  luaL_getmetatable(L, kTensorType);
+  define_type<at::Tensor>(L, nullptr, metamethods);
+  luaL_getmetatable(L, LuaType<at::Tensor>::name);
   lua_newtable(L);
   set_functions(L, methods);
   lua_setfield(L, -2, "methods");

@@ -3,9 +3,11 @@
 #include <lua.hpp>
 #include <torch/torch.h>
 
+#include "toolkit.h"
+
 namespace ts::lua {
 
-constexpr const char* kTensorType = "twostage.Tensor";
+TWOSTAGE_LUA_TYPE(at::Tensor, "twostage.Tensor");
 
 void push_tensor(lua_State* L, at::Tensor tensor);
 at::Tensor& check_tensor(lua_State* L, int index);

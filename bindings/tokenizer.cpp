@@ -5,19 +5,19 @@
 #include "runtime.h"
 #include "tensor.h"
 #include "text/tokenizer.h"
+#include "tokenizer.h"
 
 namespace ts::lua {
 namespace {
 
-constexpr const char* kTokenizerType = "twostage.Tokenizer";
 using text::Tokenizer;
 
-Tokenizer& self(lua_State* L) { return check<Tokenizer>(L, 1, kTokenizerType); }
+Tokenizer& self(lua_State* L) { return check<Tokenizer>(L, 1); }
 
 int tokenizer_new(lua_State* L) {
   const std::string path = check_string(L, 1);
   check_read(L, path);
-  push_new<Tokenizer>(L, kTokenizerType, Tokenizer::from_path(path));
+  push_new<Tokenizer>(L, Tokenizer::from_path(path));
   return 1;
 }
 
@@ -117,7 +117,7 @@ void open(lua_State* L) {
                                      {"special_ids", guarded<method_special_ids>},
                                      {"save", guarded<method_save>},
                                      {nullptr, nullptr}};
-  define_type(L, kTokenizerType, methods, nullptr);
+  define_type<Tokenizer>(L, methods, nullptr);
   lua_pushcfunction(L, guarded<tokenizer_new>);
   lua_setfield(L, -2, "tokenizer");
 }

@@ -13,25 +13,11 @@
 namespace ts::lua {
 namespace {
 
-constexpr const char* kLossType = "twostage.Loss";
-constexpr const char* kOptimizerType = "twostage.Optimizer";
-constexpr const char* kScheduleType = "twostage.Schedule";
-
-std::vector<double> check_number_list(lua_State* L, int index, const char* what) {
-  luaL_checktype(L, index, LUA_TTABLE);
-  std::vector<double> items(lua_objlen(L, index));
-  for (size_t i = 0; i < items.size(); ++i) {
-    lua_rawgeti(L, index, static_cast<int>(i + 1));
-    if (lua_type(L, -1) != LUA_TNUMBER) fail("{}: item {} is {}, expected a number", what, i + 1, luaL_typename(L, -1));
-    items[i] = lua_tonumber(L, -1);
-    lua_pop(L, 1);
-  }
-  return items;
-}
 
 // ---- losses ----------------------------------------------------------------------------------------------------
 
 struct Loss {
+  static constexpr const char* kLuaType = "twostage.Loss";
   train::LossConfig config;
   std::string name;
 };
@@ -40,12 +26,12 @@ struct Loss {
 int loss_new(lua_State* L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   auto options = train::LossOptions::from_json(options_json(L, 1), "ts.loss");
-  push_new<Loss>(L, kLossType, Loss{std::move(options.config), std::move(options.name)});
+  push_new<Loss>(L, Loss{std::move(options.config), std::move(options.name)});
   return 1;
 }
 
 int loss_call(lua_State* L) {
-  const auto& loss = check<Loss>(L, 1, kLossType);
+  const auto& loss = check<Loss>(L, 1);
   const auto& logits = check_tensor(L, 2);
   const auto labels = check_tensor(L, 3).to(logits.device());
   push_tensor(L, train::compute_loss(loss.config, logits, labels));
@@ -54,7 +40,7 @@ int loss_call(lua_State* L) {
 
 // describe() -> {kind, weights, margins, scale, gamma, tau, priors, label_smoothing}: what the loss computes with.
 int loss_describe(lua_State* L) {
-  const auto& loss = check<Loss>(L, 1, kLossType);
+  const auto& loss = check<Loss>(L, 1);
   const auto& c = loss.config;
   nlohmann::json out = {{"kind", loss.name}, {"label_smoothing", c.label_smoothing}};
   if (!c.class_weights.empty()) out["weights"] = c.class_weights;
@@ -77,12 +63,13 @@ int adjust_logits(lua_State* L) {
 // ---- optimisers and schedules ----------------------------------------------------------------------------------
 
 struct Optimizer {
+  static constexpr const char* kLuaType = "twostage.Optimizer";
   std::shared_ptr<torch::optim::Optimizer> optimizer;
   std::vector<torch::Tensor> parameters;
   train::OptimizerConfig config;
 };
 
-Optimizer& optimizer_at(lua_State* L, int index) { return check<Optimizer>(L, index, kOptimizerType); }
+Optimizer& optimizer_at(lua_State* L, int index) { return check<Optimizer>(L, index); }
 
 // optimizer(model | {module, ...}, {kind = "adamw" | "adamw_hf" | "sgd", lr = 1e-5, weight_decay = 0,
 //                                  betas = {0.9, 0.999}, eps = 1e-8, momentum = 0, nesterov = false,
@@ -123,7 +110,7 @@ int optimizer_new(lua_State* L) {
   }
   if (optimizer.parameters.empty()) fail("optimizer: the model has no trainable parameters (see set_trainable)");
   optimizer.optimizer = train::make_optimizer(decayed, not_decayed, config);
-  push_new<Optimizer>(L, kOptimizerType, std::move(optimizer));
+  push_new<Optimizer>(L, std::move(optimizer));
   return 1;
 }
 
@@ -188,6 +175,7 @@ int optimizer_load(lua_State* L) {
 }
 
 struct Schedule {
+  static constexpr const char* kLuaType = "twostage.Schedule";
   std::shared_ptr<torch::optim::Optimizer> optimizer;  // kept alive while the schedule drives it
   std::unique_ptr<train::LrScheduler> scheduler;
 };
@@ -196,35 +184,26 @@ struct Schedule {
 // Sets the learning rate for the first step now; call schedule:step() after each optimizer:step().
 int schedule_new(lua_State* L) {
   auto& optimizer = optimizer_at(L, 1);
-  luaL_checktype(L, 2, LUA_TTABLE);
-  train::Schedule schedule;
-  check_option_keys(L, 2, {"kind", "warmup_steps", "total_steps", "cycles", "start_step"}, "ts.schedule");
-  schedule.kind = train::schedule_kind_from_name(opt_string_field(L, 2, "kind").value_or("linear"));
-  schedule.warmup_steps = static_cast<int64_t>(opt_number_field(L, 2, "warmup_steps").value_or(0));
-  const auto total = opt_number_field(L, 2, "total_steps");
-  if (!total && schedule.kind != train::ScheduleKind::Constant) fail("schedule: total_steps is required");
-  schedule.total_steps = static_cast<int64_t>(total.value_or(0));
-  schedule.num_cycles = opt_number_field(L, 2, "cycles").value_or(0.5);
-  const int64_t start = static_cast<int64_t>(opt_number_field(L, 2, "start_step").value_or(0));
-  auto& made = push_new<Schedule>(L, kScheduleType);
+  const auto options = train::ScheduleOptions::from_json(options_json(L, 2), "ts.schedule");
+  auto& made = push_new<Schedule>(L);
   made.optimizer = optimizer.optimizer;
-  made.scheduler = std::make_unique<train::LrScheduler>(*made.optimizer, schedule, optimizer.config.lr);
-  for (int64_t step = 0; step < start; ++step) made.scheduler->step();
+  made.scheduler = std::make_unique<train::LrScheduler>(*made.optimizer, options.schedule, optimizer.config.lr);
+  for (int64_t step = 0; step < options.start_step; ++step) made.scheduler->step();
   return 1;
 }
 
 int schedule_step(lua_State* L) {
-  check<Schedule>(L, 1, kScheduleType).scheduler->step();
+  check<Schedule>(L, 1).scheduler->step();
   return 0;
 }
 
 int schedule_lr(lua_State* L) {
-  lua_pushnumber(L, check<Schedule>(L, 1, kScheduleType).scheduler->current_lr());
+  lua_pushnumber(L, check<Schedule>(L, 1).scheduler->current_lr());
   return 1;
 }
 
 int schedule_current_step(lua_State* L) {
-  lua_pushnumber(L, static_cast<lua_Number>(check<Schedule>(L, 1, kScheduleType).scheduler->current_step()));
+  lua_pushnumber(L, static_cast<lua_Number>(check<Schedule>(L, 1).scheduler->current_step()));
   return 1;
 }
 
@@ -286,7 +265,7 @@ int no_grad(lua_State* L) {
 void open(lua_State* L) {
   static const luaL_Reg loss_methods[] = {{"describe", guarded<loss_describe>}, {nullptr, nullptr}};
   static const luaL_Reg loss_meta[] = {{"__call", guarded<loss_call>}, {nullptr, nullptr}};
-  define_type(L, kLossType, loss_methods, loss_meta);
+  define_type<Loss>(L, loss_methods, loss_meta);
   static const luaL_Reg optimizer_methods[] = {{"step", guarded<optimizer_step>},
                                                {"zero_grad", guarded<optimizer_zero_grad>},
                                                {"clip_grad_norm", guarded<optimizer_clip_grad_norm>},
@@ -295,12 +274,12 @@ void open(lua_State* L) {
                                                {"save", guarded<optimizer_save>},
                                                {"load", guarded<optimizer_load>},
                                                {nullptr, nullptr}};
-  define_type(L, kOptimizerType, optimizer_methods, nullptr);
+  define_type<Optimizer>(L, optimizer_methods, nullptr);
   static const luaL_Reg schedule_methods[] = {{"step", guarded<schedule_step>},
                                               {"lr", guarded<schedule_lr>},
                                               {"current_step", guarded<schedule_current_step>},
                                               {nullptr, nullptr}};
-  define_type(L, kScheduleType, schedule_methods, nullptr);
+  define_type<Schedule>(L, schedule_methods, nullptr);
 
   static const luaL_Reg functions[] = {{"loss", guarded<loss_new>},         {"adjust_logits", guarded<adjust_logits>},
                                        {"optimizer", guarded<optimizer_new>}, {"schedule", guarded<schedule_new>},

@@ -7,7 +7,9 @@
 #include <utf8proc.h>
 
 #include "core/error.h"
+#include "core/options.h"
 #include "model/checkpoint.h"
+#include "runtime/environment.h"
 
 namespace ts::augment {
 
@@ -51,6 +53,26 @@ bool has_letter_or_digit(std::string_view text) {
 }
 
 }  // namespace
+
+ContextualSubstitutionConfig ContextualSubstitutionConfig::from_json(const nlohmann::json& json,
+                                                                     const std::string& where) {
+  const OptionReader read(json, where,
+                          {"model", "fraction", "top_k", "temperature", "seed", "max_length", "batch_size", "device"});
+  ContextualSubstitutionConfig config;
+  config.model = read.string("model").value_or("");
+  if (config.model.empty()) fail("{}: model = DIR is required (a Hugging Face BertForMaskedLM folder)", where);
+  auto& options = config.options;
+  options.fraction = read.number("fraction").value_or(options.fraction);
+  options.top_k = static_cast<int>(read.integer("top_k").value_or(options.top_k));
+  options.temperature = read.number("temperature").value_or(options.temperature);
+  options.max_length = static_cast<int>(read.integer("max_length").value_or(options.max_length));
+  options.batch_size = static_cast<int>(read.integer("batch_size").value_or(options.batch_size));
+  const auto seed = read.integer("seed").value_or(42);
+  if (seed < 0) fail("{}: seed must be a whole number of 0 or more, got {}", where, seed);
+  config.seed = static_cast<std::uint64_t>(seed);
+  config.device = runtime::check_device(read.string("device").value_or(config.device));
+  return config;
+}
 
 struct ContextualSubstitution::Masked {
   std::size_t text_index = 0;

@@ -23,6 +23,7 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
 #include <torch/torch.h>
 
 #include "model/bert.h"
@@ -37,6 +38,18 @@ struct ContextualSubstitutionOptions {
   int max_length = 128;      // tokens per sequence, [CLS] and [SEP] included (at most the model's positions);
                              // words beyond are never masked
   int batch_size = 32;       // sequences per forward pass
+};
+
+// What a recipe's masked-LM augmenter is made with: the model folder, its generator's seed, the options, the device.
+struct ContextualSubstitutionConfig {
+  std::filesystem::path model;  // a Hugging Face BertForMaskedLM folder
+  std::uint64_t seed = 42;
+  ContextualSubstitutionOptions options;
+  std::string device = "cpu";
+
+  // {model = DIR (required), fraction = 0.15, top_k = 10, temperature = 1, seed = 42, max_length = 128,
+  //  batch_size = 32, device = "cpu"}; unknown keys are errors naming `where`.
+  static ContextualSubstitutionConfig from_json(const nlohmann::json& options, const std::string& where);
 };
 
 class ContextualSubstitution {

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/options.h"
 
 namespace ts::augment {
 namespace {
@@ -31,6 +32,26 @@ std::string join_words(const std::vector<std::string>& words) {
 }
 
 }  // namespace
+
+EdaConfig EdaConfig::from_json(const nlohmann::json& json, const std::string& where) {
+  const OptionReader read(json, where, {"seed", "alpha", "alpha_sr", "alpha_ri", "alpha_rs", "p_rd", "wordnet"});
+  const auto fraction = [&](const char* key, double fallback) {
+    const double value = read.number(key).value_or(fallback);
+    if (!(value >= 0 && value <= 1)) fail("{}: option '{}' must be in [0, 1], got {}", where, key, value);
+    return value;
+  };
+  EdaConfig config;
+  const double alpha = fraction("alpha", 0.1);
+  config.options.alpha_sr = fraction("alpha_sr", alpha);
+  config.options.alpha_ri = fraction("alpha_ri", alpha);
+  config.options.alpha_rs = fraction("alpha_rs", alpha);
+  config.options.p_rd = fraction("p_rd", alpha);
+  const auto seed = read.integer("seed").value_or(42);
+  if (seed < 0) fail("{}: seed must be a whole number of 0 or more, got {}", where, seed);
+  config.seed = static_cast<std::uint64_t>(seed);
+  config.wordnet = read.string("wordnet").value_or(config.wordnet);
+  return config;
+}
 
 const std::unordered_set<std::string>& eda_stop_words() {
   static const std::unordered_set<std::string> kStopWords = {

@@ -13,6 +13,8 @@
 #include <unordered_set>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "augment/wordnet.h"
 
 namespace ts::augment {
@@ -24,6 +26,18 @@ struct EdaOptions {
   double p_rd = 0.1;      // random deletion: each word's probability of being dropped
   double num_aug = 9;     // augmented sentences per input; below 1: the probability of keeping each
   bool include_original = false;  // append the (cleaned) input, as the reference's eda() does
+};
+
+// What a recipe's EDA augmenter is made with: its generator's seed, the WordNet folder, the operations' strengths.
+struct EdaConfig {
+  std::uint64_t seed = 42;
+  std::string wordnet;  // a WordNet folder the user named; empty: WordNet::default_directory()
+  EdaOptions options;
+
+  // {seed = 42, alpha = 0.1, alpha_sr, alpha_ri, alpha_rs, p_rd, wordnet = DIR}: alpha sets all four operations'
+  // strength (the EDA paper's α), the others override one each; each in [0, 1]. Unknown keys are errors naming
+  // `where`.
+  static EdaConfig from_json(const nlohmann::json& options, const std::string& where);
 };
 
 // The reference's stop words (never replaced by synonyms).

@@ -97,4 +97,24 @@ std::optional<std::vector<double>> OptionReader::numbers(const char* key) const 
   return out;
 }
 
+std::optional<std::vector<int64_t>> OptionReader::integers(const char* key) const {
+  const auto values = numbers(key);
+  if (!values) return std::nullopt;
+  std::vector<int64_t> out;
+  for (const double value : *values) {
+    if (std::trunc(value) != value || std::abs(value) > 9.007199254740992e15)
+      fail("{}: option '{}': item {} is {}, expected an integer", where_, key, out.size() + 1, value);
+    out.push_back(static_cast<int64_t>(value));
+  }
+  return out;
+}
+
+std::optional<uint32_t> OptionReader::seed32(const char* key) const {
+  const auto value = integer(key);
+  if (!value) return std::nullopt;
+  if (*value < 0 || *value > 4294967295)
+    fail("{}: option '{}' must be a whole number from 0 to 4294967295, got {}", where_, key, *value);
+  return static_cast<uint32_t>(*value);
+}
+
 }  // namespace ts

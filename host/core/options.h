@@ -17,6 +17,8 @@ class OptionReader {
   // `options` is an object, or null for none; `where` names the caller in errors ("ts.loader"). Fails at once on a
   // key outside `known`.
   OptionReader(const nlohmann::json& options, std::string where, std::initializer_list<const char*> known);
+  // The reader keeps a reference to `options`: a temporary would be gone before the first read.
+  OptionReader(nlohmann::json&& options, std::string where, std::initializer_list<const char*> known) = delete;
 
   // Each returns nothing when the key is absent or null, and fails when its value has another type.
   std::optional<double> number(const char* key) const;
@@ -25,6 +27,9 @@ class OptionReader {
   std::optional<std::string> string(const char* key) const;
   std::optional<std::vector<std::string>> strings(const char* key) const;
   std::optional<std::vector<double>> numbers(const char* key) const;
+  std::optional<std::vector<int64_t>> integers(const char* key) const;
+  // A seed of the 32-bit streams (pandas' random_state, the samplers): a whole number in [0, 2^32).
+  std::optional<uint32_t> seed32(const char* key) const;
   // The raw value, for options a struct reads itself (several accepted types).
   const nlohmann::json* find(const char* key) const;
 

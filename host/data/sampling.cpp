@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 
 #include "core/error.h"
+#include "core/options.h"
 
 namespace ts::data {
 
@@ -160,6 +162,43 @@ Dataset downsample(const Dataset& data, const DownsampleOptions& options) {
   return data.subset(downsample_indices(data.labels, data.num_classes(), options));
 }
 
+DownsampleOptions DownsampleOptions::from_json(const nlohmann::json& json, const std::string& where) {
+  const OptionReader read(json, where, {"rate", "minority", "seed", "shuffle"});
+  DownsampleOptions options;
+  options.rate = read.number("rate").value_or(options.rate);
+  options.seed = read.seed32("seed").value_or(options.seed);
+  options.shuffle = read.boolean("shuffle").value_or(options.shuffle);
+  if (const auto* minority = read.find("minority"); minority && minority->is_number())
+    options.minority = {read.integer("minority").value()};
+  else
+    options.minority = read.integers("minority").value_or(options.minority);
+  return options;
+}
+
+LongTailOptions LongTailOptions::from_json(const nlohmann::json& json, const std::string& where) {
+  const OptionReader read(json, where, {"imbalance", "seed", "counts"});
+  LongTailOptions options;
+  options.seed = read.seed32("seed").value_or(options.seed);
+  options.counts = read.integers("counts").value_or(options.counts);
+  if (options.counts.empty()) {
+    const auto imbalance = read.number("imbalance");
+    if (!imbalance || !(*imbalance >= 1))
+      fail("{}: needs 'imbalance' >= 1 (n_max / n_min) or explicit 'counts'", where);
+    options.imbalance = *imbalance;
+  }
+  return options;
+}
+
+SplitOptions SplitOptions::from_json(const nlohmann::json& json, const std::string& where) {
+  const OptionReader read(json, where, {"fraction", "seed"});
+  SplitOptions options;
+  options.fraction = read.number("fraction").value_or(options.fraction);
+  if (!(options.fraction > 0 && options.fraction < 1))
+    fail("{}: fraction {} must be in (0, 1)", where, options.fraction);
+  options.seed = read.seed32("seed").value_or(options.seed);
+  return options;
+}
+
 std::vector<int64_t> long_tail_counts(int64_t n_max, int64_t num_classes, double imbalance_factor) {
   if (num_classes < 1) fail("long-tail profile needs at least one class, got {}", num_classes);
   if (n_max < 1) fail("long-tail profile needs n_max >= 1, got {}", n_max);
@@ -203,6 +242,31 @@ std::vector<int64_t> long_tail_indices(const std::vector<int64_t>& labels, const
   for (size_t i = 0; i < keep.size(); ++i)
     if (keep[i]) out.push_back(static_cast<int64_t>(i));
   return out;
+}
+
+std::vector<int64_t> long_tail_indices(const std::vector<int64_t>& labels, int64_t num_classes,
+                                       const LongTailOptions& options) {
+  if (!options.counts.empty()) {
+    if (static_cast<int64_t>(options.counts.size()) != num_classes)
+      fail("long tail: {} counts for {} classes", options.counts.size(), num_classes);
+    return long_tail_indices(labels, options.counts, options.seed);
+  }
+  std::vector<int64_t> present(static_cast<size_t>(std::max<int64_t>(num_classes, 0)), 0);
+  for (const int64_t label : labels) {
+    if (label < 0 || label >= num_classes) fail("long tail: label {} is outside the {} classes", label, num_classes);
+    ++present[static_cast<size_t>(label)];
+  }
+  std::vector<int64_t> order(present.size());
+  std::iota(order.begin(), order.end(), int64_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return present[a] > present[b]; });
+  double head = std::numeric_limits<double>::infinity();
+  for (int64_t r = 0; r < num_classes; ++r) {
+    const double share =
+        num_classes > 1 ? std::pow(1.0 / options.imbalance, static_cast<double>(r) / (num_classes - 1)) : 1.0;
+    head = std::min(head, static_cast<double>(present[order[r]]) / share);
+  }
+  const auto counts = long_tail_counts(static_cast<int64_t>(head), num_classes, options.imbalance);
+  return long_tail_indices(labels, counts, options.seed, order);
 }
 
 SplitIndices stratified_split(const std::vector<int64_t>& labels, int64_t num_classes, double validation_fraction,

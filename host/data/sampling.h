@@ -48,6 +48,9 @@ struct DownsampleOptions {
   std::vector<int64_t> minority = {0};       // the classes to down-sample (the reference: label 0)
   uint32_t seed = 42;
   bool shuffle = true;                       // shuffle the combined rows (the reference does)
+
+  // {rate = 0.2, minority = class id | {ids}, seed = 42, shuffle = true}; unknown keys are errors naming `where`.
+  static DownsampleOptions from_json(const nlohmann::json& options, const std::string& where);
 };
 
 // The reference's down-sampling, generalised to N classes:
@@ -74,6 +77,22 @@ std::vector<int64_t> long_tail_counts(int64_t n_max, int64_t num_classes, double
 std::vector<int64_t> long_tail_indices(const std::vector<int64_t>& labels, const std::vector<int64_t>& counts,
                                        uint32_t seed, const std::vector<int64_t>& class_order = {});
 
+// A long-tailed subset: explicit per-class counts, or the exponential profile of an imbalance factor.
+struct LongTailOptions {
+  double imbalance = 0;         // n_max / n_min, at least 1; not used when `counts` is given
+  std::vector<int64_t> counts;  // rows to keep per class id; empty: the profile of `imbalance`
+  uint32_t seed = 42;
+
+  // {imbalance = 10, seed = 42} or {counts = {...}, seed = 42}; unknown keys are errors naming `where`.
+  static LongTailOptions from_json(const nlohmann::json& options, const std::string& where);
+};
+
+// The rows of the long-tailed subset, in file order. With `counts`: counts[c] rows of class c. Otherwise the
+// profile n_r = int(n_max (1/imbalance)^(r/(C-1))) over the classes ranked by their size (largest first, ties by
+// id), with the largest n_max every class can supply.
+std::vector<int64_t> long_tail_indices(const std::vector<int64_t>& labels, int64_t num_classes,
+                                       const LongTailOptions& options);
+
 struct SplitIndices {
   std::vector<int64_t> train, validation;  // each in ascending index order
 };
@@ -81,6 +100,14 @@ struct SplitIndices {
 // of a class) go to validation, chosen by a seeded permutation of that class's rows.
 SplitIndices stratified_split(const std::vector<int64_t>& labels, int64_t num_classes, double validation_fraction,
                               uint32_t seed);
+
+struct SplitOptions {
+  double fraction = 0.1;  // the validation share, in (0, 1)
+  uint32_t seed = 42;
+
+  // {fraction = 0.1, seed = 42}; unknown keys are errors naming `where`.
+  static SplitOptions from_json(const nlohmann::json& options, const std::string& where);
+};
 
 enum class SamplerKind {
   Sequential,     // 0..n-1 every epoch

@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/options.h"
 #include "core/log.h"
 
 namespace ts::data {
@@ -367,6 +368,41 @@ TableFormat format_from_extension(const std::string& path) {
   fail("{}: cannot tell the table format from the extension \"{}\"; use .csv, .tsv, .jsonl or .json (JSON lines), "
        "or set the format explicitly",
        path, ext);
+}
+
+TableOptions TableOptions::from_json(const nlohmann::json& json, const std::string& where) {
+  const OptionReader read(json, where, {"text", "pair", "label", "classes", "format", "empty_text"});
+  TableOptions options;
+  if (const auto format = read.string("format")) {
+    if (*format == "csv")
+      options.format = TableFormat::Csv;
+    else if (*format == "tsv")
+      options.format = TableFormat::Tsv;
+    else if (*format == "jsonl" || *format == "json")
+      options.format = TableFormat::Jsonl;
+    else if (*format != "auto")
+      fail("{}: format '{}': expected csv, tsv, jsonl or auto", where, *format);
+  }
+  options.text_column = read.string("text").value_or(options.text_column);
+  options.pair_column = read.string("pair").value_or(options.pair_column);
+  if (const auto* label = read.find("label")) {
+    if (label->is_boolean() && !label->get<bool>())
+      options.label_column.clear();
+    else if (label->is_string())
+      options.label_column = label->get<std::string>();
+    else
+      fail("{}: option 'label' expects a column name or false (unlabelled), got {}", where, label->dump());
+  }
+  options.classes = read.strings("classes").value_or(options.classes);
+  if (const auto empty = read.string("empty_text")) {
+    if (*empty == "error")
+      options.empty_text = EmptyTextPolicy::Error;
+    else if (*empty == "drop")
+      options.empty_text = EmptyTextPolicy::Drop;
+    else
+      fail("{}: empty_text '{}': expected \"error\" or \"drop\"", where, *empty);
+  }
+  return options;
 }
 
 Dataset read_table(const std::string& path, const TableOptions& options) {

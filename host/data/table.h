@@ -23,6 +23,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace ts::data {
 
 enum class TableFormat { Auto, Csv, Tsv, Jsonl };
@@ -37,6 +39,10 @@ struct TableOptions {
   std::string label_column = "label";  // empty: unlabelled rows (labels and class_names stay empty)
   std::vector<std::string> classes;  // empty: inferred (see above)
   EmptyTextPolicy empty_text = EmptyTextPolicy::Error;
+
+  // {text = "text", pair = nil, label = "label" | false (unlabelled), classes = {...}, format = "auto" | "csv" |
+  //  "tsv" | "jsonl" | "json", empty_text = "error" | "drop"}; unknown keys are errors naming `where`.
+  static TableOptions from_json(const nlohmann::json& options, const std::string& where);
 };
 
 struct Dataset {

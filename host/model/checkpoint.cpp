@@ -8,6 +8,8 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/log.h"
+#include "core/options.h"
+#include "runtime/environment.h"
 #include "text/tokenizer.h"
 
 namespace ts {
@@ -141,6 +143,25 @@ void finish_loading(torch::nn::Module& module, const LoadOptions& options) {
 }
 
 }  // namespace
+
+LoadOptions LoadOptions::from_json(const nlohmann::json& json, const std::string& where) {
+  const OptionReader read(json, where, {"head", "head_hidden", "num_labels", "device", "ignore_mismatched_sizes"});
+  LoadOptions options;
+  options.num_labels = read.integer("num_labels");
+  if (const auto head = read.string("head")) {
+    if (*head == "paper")
+      options.head = "mlp";
+    else if (*head == "hf")
+      options.head = "linear";
+    else
+      fail("{}: head '{}': expected \"paper\" (Linear-ReLU-Linear on the pooler) or \"hf\" (one Linear)", where,
+           *head);
+  }
+  options.head_hidden_size = read.integer("head_hidden");
+  if (const auto device = read.string("device")) options.device = torch::Device(runtime::check_device(*device));
+  options.ignore_mismatched_sizes = read.boolean("ignore_mismatched_sizes").value_or(false);
+  return options;
+}
 
 BertConfig load_config(const fs::path& folder, const LoadOptions& options) {
   if (!fs::is_directory(folder)) fail("model folder '{}' does not exist or is not a folder", folder.string());

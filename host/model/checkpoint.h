@@ -47,6 +47,11 @@ struct LoadOptions {
   // The model's dtype and device after loading (weights are converted on the way in).
   torch::Dtype dtype = torch::kFloat32;
   torch::Device device = torch::kCPU;
+
+  // {num_labels = C, head = "paper" (Linear-ReLU-Linear on the pooler, "mlp") | "hf" (one Linear, "linear"),
+  //  head_hidden = 50, device = "cpu" | "cuda[:N]", ignore_mismatched_sizes = false}; unknown keys are errors
+  // naming `where`.
+  static LoadOptions from_json(const nlohmann::json& options, const std::string& where);
 };
 
 // config.json of a folder, with the overrides of `options` applied.

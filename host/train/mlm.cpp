@@ -9,9 +9,20 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "core/error.h"
+#include "core/options.h"
 #include "data/sampling.h"
 
 namespace ts::train {
+
+MaskingOptions MaskingOptions::from_json(const nlohmann::json& json, const std::string& where) {
+  const OptionReader read(json, where, {"probability", "mask_share", "random_share", "whole_word"});
+  MaskingOptions options;
+  options.probability = read.number("probability").value_or(options.probability);
+  options.mask_share = read.number("mask_share").value_or(options.mask_share);
+  options.random_share = read.number("random_share").value_or(options.random_share);
+  options.whole_word = read.boolean("whole_word").value_or(options.whole_word);
+  return options;
+}
 
 int64_t PackedCorpus::tokens() const {
   int64_t total = 0;

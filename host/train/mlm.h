@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
 #include <torch/torch.h>
 
 #include "model/bert.h"
@@ -33,6 +34,10 @@ struct MaskingOptions {
   double mask_share = 0.8;     // of the selected: replaced by [MASK]
   double random_share = 0.1;   // of the selected: replaced by a random token (the rest keep their token)
   bool whole_word = false;     // select words (a token and the "##" pieces after it) instead of tokens
+
+  // {probability = 0.15, mask_share = 0.8, random_share = 0.1, whole_word = false}; unknown keys are errors naming
+  // `where`.
+  static MaskingOptions from_json(const nlohmann::json& options, const std::string& where);
 };
 
 struct MaskedBatch {

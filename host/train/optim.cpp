@@ -278,6 +278,21 @@ double clip_grad_norm_and_step(torch::optim::Optimizer& optimizer, const std::ve
   return clipping.norm;
 }
 
+ScheduleOptions ScheduleOptions::from_json(const nlohmann::json& json, const std::string& where) {
+  const OptionReader read(json, where, {"kind", "warmup_steps", "total_steps", "cycles", "start_step"});
+  ScheduleOptions options;
+  auto& schedule = options.schedule;
+  schedule.kind = schedule_kind_from_name(read.string("kind").value_or("linear"));
+  schedule.warmup_steps = read.integer("warmup_steps").value_or(0);
+  const auto total = read.integer("total_steps");
+  if (!total && schedule.kind != ScheduleKind::Constant) fail("{}: total_steps is required", where);
+  schedule.total_steps = total.value_or(0);
+  schedule.num_cycles = read.number("cycles").value_or(schedule.num_cycles);
+  options.start_step = read.integer("start_step").value_or(0);
+  if (options.start_step < 0) fail("{}: start_step {} must not be negative", where, options.start_step);
+  return options;
+}
+
 OptimizerOptions OptimizerOptions::from_json(const nlohmann::json& json, const std::string& where) {
   const OptionReader read(json, where,
                           {"kind", "lr", "weight_decay", "eps", "momentum", "nesterov", "betas", "no_decay", "trainable"});

@@ -103,6 +103,16 @@ struct Schedule {
   double factor(int64_t step) const;
 };
 
+// A schedule as a recipe asks for one, and the step it starts at (a resumed run's).
+struct ScheduleOptions {
+  Schedule schedule;
+  int64_t start_step = 0;
+
+  // {kind = "linear" | "constant" | "cosine", warmup_steps = 0, total_steps = N (not for constant), cycles = 0.5,
+  //  start_step = 0}; unknown keys are errors naming `where`.
+  static ScheduleOptions from_json(const nlohmann::json& options, const std::string& where);
+};
+
 // Drives an optimizer's learning rate per step, like torch's LambdaLR: on construction every parameter group's lr is
 // set to base_lr × factor(0); each step() (call it after optimizer.step()) advances one step and sets the lr again.
 class LrScheduler {

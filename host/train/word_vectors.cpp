@@ -5,9 +5,27 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/options.h"
 #include "data/sampling.h"
 
 namespace ts::train {
+
+SkipGramOptions SkipGramOptions::from_json(const nlohmann::json& json, const std::string& where) {
+  const OptionReader read(json, where,
+                          {"dimension", "window", "negatives", "epochs", "lr", "subsample", "min_count", "seed"});
+  SkipGramOptions options;
+  options.dimension = read.integer("dimension").value_or(options.dimension);
+  options.window = read.integer("window").value_or(options.window);
+  options.negatives = read.integer("negatives").value_or(options.negatives);
+  options.epochs = read.integer("epochs").value_or(options.epochs);
+  options.min_count = read.integer("min_count").value_or(options.min_count);
+  const auto seed = read.integer("seed").value_or(static_cast<int64_t>(options.seed));
+  if (seed < 0) fail("{}: seed {} must not be negative", where, seed);
+  options.seed = static_cast<uint64_t>(seed);
+  options.learning_rate = read.number("lr").value_or(options.learning_rate);
+  options.subsample = read.number("subsample").value_or(options.subsample);
+  return options;
+}
 namespace {
 
 // splitmix64 as a generator: its whole state is one word, so every draw is a function of the seed.

@@ -25,6 +25,10 @@ struct SkipGramOptions {
   double subsample = 1e-4;       // frequent tokens are skipped with word2vec's probability (0: never)
   int64_t min_count = 5;         // tokens seen fewer times get no vector
   uint64_t seed = 1;
+
+  // {dimension = 256, window = 5, negatives = 5, epochs = 5, lr = 0.025, subsample = 1e-4, min_count = 5, seed = 1};
+  // unknown keys are errors naming `where`.
+  static SkipGramOptions from_json(const nlohmann::json& options, const std::string& where);
 };
 
 struct WordVectors {

@@ -158,7 +158,9 @@ local function llm_generator(client, prompt, options)
     for i, request in ipairs(requests) do
       batch[i] = {prompt = augment.prompt_for(prompt, texts[request.row]), sample_index = request.sample_index,
                   n = per_request > 1 and per_request or nil,
-                  seed = options.request_seed and options.request_seed + request.sample_index * per_request or nil}
+                  seed = options.request_seed
+                    and ts.seed_streams.paraphrase_request(options.request_seed, request.sample_index, per_request)
+                    or nil}
     end
     return client:map(batch, {label = options.label or "paraphrase", progress = options.progress})
   end

@@ -273,7 +273,7 @@ function Run:loader(dataset, options)
   local s = self.settings
   return native.loader(dataset, self.tokenizer, {
     batch_size = s.batch_size, max_length = s.max_length, padding = s.padding, bucket = s.bucket,
-    sampler = options.sampler or "random", seed = self.seed * 1000 + #self.stages + 1,
+    sampler = options.sampler or "random", seed = native.seed_streams.stage_loader(self.seed, #self.stages + 1),
     num_samples = options.num_samples,
   })
 end

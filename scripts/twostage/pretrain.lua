@@ -57,8 +57,9 @@ function pretrain.model(settings, tokenizer, corpus, checkpoint)
   return model, state
 end
 
--- The generator's draws, as a function of (seed, step) like the masks; held-out draws of the held-out seed.
-local function draw_seed(seed, step) return seed * 1000003 + step + 0x5eed end
+-- The generator's draws are a function of (seed, step) like the masks (ts.seed_streams, host/data/seed_streams.h);
+-- held-out draws are of the held-out seed and the group's first block.
+local streams = ts.seed_streams
 
 -- Held-out masks are drawn per group of blocks: a fixed group size, not batch_size, keeps them (and so the figures)
 -- the same in every run with the same heldout_seed.
@@ -80,7 +81,7 @@ local function evaluate(job)
       bag_of_words_sum = bag_of_words_sum + (bag_of_words or 0) * batch.size
       if generator then
         local _, figures = model:replaced_token_loss(batch, generator, detector,
-          { weight = settings.detection_weight, seed = draw_seed(settings.heldout_seed, first),
+          { weight = settings.detection_weight, seed = streams.pretraining_replacements(settings.heldout_seed, first),
             temperature = settings.generator_temperature })
         detection_sum = detection_sum + figures.detection * figures.tokens
         detected, tokens = detected + figures.detected, tokens + figures.tokens
@@ -122,12 +123,12 @@ end
 local function train_step(job)
   local settings, model, state = job.settings, job.model, job.state
   local batch = job.masker:batch(job.corpus, state.step, settings.batch_size, settings.seed)
-  ts.manual_seed(settings.seed * 1000003 + state.step)  -- dropout, as a function of the step
+  ts.manual_seed(streams.pretraining_dropout(settings.seed, state.step))
   local loss, masked_lm, bag_of_words, detection, _
   if job.generator then
     local figures
     loss, figures = model:replaced_token_loss(batch, job.generator, job.detector,
-      { weight = settings.detection_weight, seed = draw_seed(settings.seed, state.step),
+      { weight = settings.detection_weight, seed = streams.pretraining_replacements(settings.seed, state.step),
         temperature = settings.generator_temperature })
     masked_lm, detection = figures.masked_lm, figures.detection
   else

@@ -12,6 +12,7 @@
 #include "model/bert.h"
 #include "augment/contextual_substitution.h"
 #include "text/tokenizer.h"
+#include <nlohmann/json.hpp>
 
 using ts::augment::ContextualSubstitution;
 using ts::augment::ContextualSubstitutionOptions;
@@ -230,4 +231,27 @@ TEST_CASE("The golden masked LM loads as an augmenter", "[model][augment]") {
   const auto variants = substitution.augment("a gripping , well-acted thriller .", 2);
   REQUIRE(variants.size() == 2);
   for (const auto& variant : variants) CHECK(variant != "a gripping , well-acted thriller .");
+}
+
+TEST_CASE("the masked-LM augmenter's options are read strictly and need a model folder") {
+  using nlohmann::json;
+  using ts::augment::ContextualSubstitutionConfig;
+  const auto config = ContextualSubstitutionConfig::from_json(
+      json{{"model", "m"}, {"fraction", 0.3}, {"top_k", 5}, {"temperature", 0.5}, {"seed", 4}, {"max_length", 64},
+           {"batch_size", 8}, {"device", "cpu"}},
+      "contextual_augmenter");
+  CHECK(config.model == "m");
+  CHECK(config.options.fraction == 0.3);
+  CHECK(config.options.top_k == 5);
+  CHECK(config.options.temperature == 0.5);
+  CHECK(config.options.max_length == 64);
+  CHECK(config.options.batch_size == 8);
+  CHECK(config.seed == 4u);
+  CHECK(config.device == "cpu");
+  CHECK_THROWS_WITH(ContextualSubstitutionConfig::from_json(nullptr, "contextual_augmenter"),
+                    Catch::Contains("contextual_augmenter: model = DIR is required"));
+  CHECK_THROWS_WITH(ContextualSubstitutionConfig::from_json(json{{"model", "m"}, {"topk", 3}}, "contextual_augmenter"),
+                    Catch::Contains("unknown option 'topk'"));
+  CHECK_THROWS_WITH(ContextualSubstitutionConfig::from_json(json{{"model", "m"}, {"top_k", 2.5}}, "augmenter"),
+                    Catch::Contains("option 'top_k' expects an integer"));
 }

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "augment/eda.h"
+#include <nlohmann/json.hpp>
 
 using namespace ts::augment;
 
@@ -139,4 +140,23 @@ TEST_CASE("EDA augments reproducibly from its seed", "[llm][eda]") {
   CHECK(total > 50);
   CHECK(total < 150);
   CHECK(Eda(1).augment("!!!", {}).empty());
+}
+
+TEST_CASE("EDA's options are read strictly: alpha for all four operations, each overridable, within [0, 1]") {
+  using nlohmann::json;
+  const auto config = EdaConfig::from_json(json{{"alpha", 0.2}, {"p_rd", 0.05}, {"seed", 9}, {"wordnet", "wn"}}, "eda");
+  CHECK(config.options.alpha_sr == 0.2);
+  CHECK(config.options.alpha_ri == 0.2);
+  CHECK(config.options.alpha_rs == 0.2);
+  CHECK(config.options.p_rd == 0.05);
+  CHECK(config.seed == 9u);
+  CHECK(config.wordnet == "wn");
+  const auto defaults = EdaConfig::from_json(nullptr, "eda");
+  CHECK(defaults.options.alpha_sr == 0.1);
+  CHECK(defaults.seed == 42u);
+  CHECK(defaults.wordnet.empty());
+  CHECK_THROWS_WITH(EdaConfig::from_json(json{{"alpah", 0.1}}, "eda"), Catch::Contains("eda: unknown option 'alpah'"));
+  CHECK_THROWS_WITH(EdaConfig::from_json(json{{"alpha_rs", 1.5}}, "eda"),
+                    "eda: option 'alpha_rs' must be in [0, 1], got 1.5");
+  CHECK_THROWS_WITH(EdaConfig::from_json(json{{"seed", -1}}, "eda"), Catch::Contains("seed must be a whole number"));
 }

@@ -22,6 +22,7 @@
 #include "llm/client.h"
 #include "llm/fake_server.h"
 #include "llm/sha256.h"
+#include <nlohmann/json.hpp>
 
 using namespace ts::llm;
 using ts::llm::testing::Fault;
@@ -702,4 +703,45 @@ TEST_CASE("A server that answered before and then refuses connections is retried
     CHECK_THAT(result.error, Catch::StartsWith("gave up after 5 attempts; last error: connection error: "));
   }
   CHECK_THAT(results.back().error, Catch::Contains("connection refused"));
+}
+
+TEST_CASE("client options are read strictly: settings, their limits, and the requests' defaults") {
+  using nlohmann::json;
+  const auto options = ClientOptions::from_json(
+      json{{"model", "m"}, {"base_url", "http://127.0.0.1:9/v1"}, {"api_key_env", ""}, {"concurrency", 4},
+           {"rpm", 60}, {"tpm", 0}, {"timeout", 5}, {"connect_timeout", 1}, {"max_retries", 2}, {"backoff", 0.5},
+           {"backoff_max", 2}, {"cache", "runs/x/llm.sqlite"}, {"temperature", 0.7}, {"top_p", 0.9}, {"seed", 11},
+           {"max_tokens", 64}},
+      "llm_client");
+  CHECK(options.settings.model == "m");
+  CHECK(options.settings.base_url == "http://127.0.0.1:9/v1");
+  CHECK(options.settings.api_key_env.empty());
+  CHECK(options.settings.concurrency == 4);
+  CHECK(options.settings.requests_per_minute == 60);
+  CHECK(options.settings.timeout_seconds == 5);
+  CHECK(options.settings.connect_timeout_seconds == 1);
+  CHECK(options.settings.max_attempts == 3);
+  CHECK(options.settings.backoff_initial_seconds == 0.5);
+  CHECK(options.settings.backoff_max_seconds == 2);
+  CHECK(options.settings.cache_path == "runs/x/llm.sqlite");
+  CHECK(options.defaults.temperature == 0.7);
+  CHECK(options.defaults.top_p == 0.9);
+  CHECK(options.defaults.seed == 11);
+  CHECK(options.defaults.max_tokens == 64);
+  const auto defaults = ClientOptions::from_json(nullptr, "llm_client");
+  CHECK(defaults.settings.base_url == ClientSettings{}.base_url);
+  CHECK(defaults.settings.cache_path.empty());
+  CHECK_FALSE(defaults.defaults.temperature.has_value());
+  CHECK_THROWS_WITH(ClientOptions::from_json(json{{"modle", "x"}}, "llm_client"),
+                    Catch::Contains("llm_client: unknown option 'modle' (known: model, base_url,"));
+  CHECK_THROWS_WITH(ClientOptions::from_json(json{{"concurrency", 0}}, "llm_client"),
+                    "llm_client: concurrency must be at least 1, got 0");
+  CHECK_THROWS_WITH(ClientOptions::from_json(json{{"rpm", -1}}, "llm_client"),
+                    "llm_client: rpm must be 0 (no limit) or more, got -1");
+  CHECK_THROWS_WITH(ClientOptions::from_json(json{{"timeout", 0}}, "llm_client"),
+                    "llm_client: timeout must be positive (seconds), got 0");
+  CHECK_THROWS_WITH(ClientOptions::from_json(json{{"max_retries", -1}}, "llm_client"),
+                    "llm_client: max_retries must be 0 or more, got -1");
+  CHECK_THROWS_WITH(ClientOptions::from_json(json{{"max_tokens", 0}}, "llm_client"),
+                    "llm_client: max_tokens must be at least 1, got 0");
 }

@@ -269,6 +269,10 @@ TEST_CASE("a misspelt option key is an error naming it and the known keys, in ev
     refuses("ts.masked_lm", "devices", function() return ts.masked_lm(config, { devices = "cpu" }) end)
     refuses("ts.masker", "prob", function() return ts.masker(tok, { prob = 0.15 }) end)
     refuses("ts.mlm_corpus", "max_len", function() return ts.mlm_corpus(tok, { data }, { max_len = 16 }) end)
+    refuses("corpus:word_vectors", "dim", function()
+      return ts.mlm_corpus(tok, { data }, { max_length = 16 }):word_vectors(tok, { dim = 8 })
+    end)
+    refuses("contextual_augmenter", "modle", function() return ts.contextual_augmenter { modle = "x" } end)
     refuses("eda", "alpah", function() return ts.eda { alpah = 0.1 } end)
     refuses("llm_client", "modle", function() return ts.llm_client { modle = "x" } end)
     refuses("paraphrase_filter", "promt", function() return ts.paraphrase_filter { promt = "x" } end)
@@ -280,6 +284,19 @@ TEST_CASE("a misspelt option key is an error naming it and the known keys, in ev
     ts.loader(data, tok, { batch_size = 2, max_length = 16, sampler = "random", seed = 3 })
     ts.split(ts.dataset { texts = { "a", "b", "c", "d" }, labels = { 0, 0, 1, 1 }, classes = { "x", "y" } },
              { fraction = 0.5, seed = 1 })
+  )");
+}
+
+TEST_CASE("recipes and scripts derive seeds through the host's named streams, not arithmetic of their own") {
+  lua(R"(
+    local streams = ts.seed_streams
+    assert(streams.stage_loader(7, 2) == 7002)
+    assert(streams.pretraining_dropout(42, 5) == 42 * 1000003 + 5)
+    assert(streams.pretraining_replacements(42, 5) == 42 * 1000003 + 5 + 0x5eed)
+    assert(streams.paraphrase_request(1000, 2, 3) == 1006)
+    assert(streams.training_masks(42, 3) ~= streams.heldout_masks(42, 3))
+    local ok, message = pcall(streams.stage_loader, -1, 1)
+    assert(not ok and message:find("seed %-1 must be a whole number"), message)
   )");
 }
 

@@ -362,3 +362,28 @@ TEST_CASE("the shipped default model tokenizes and encodes as Hugging Face does"
   CHECK(worst_pooled < 1e-4);
   CHECK(worst_mean < 1e-4);
 }
+
+TEST_CASE("load options are read strictly: the paper's head or Hugging Face's, labels, device") {
+  using nlohmann::json;
+  using ts::LoadOptions;
+  const auto options = LoadOptions::from_json(
+      json{{"head", "paper"}, {"head_hidden", 50}, {"num_labels", 3}, {"device", "cpu"},
+           {"ignore_mismatched_sizes", true}},
+      "ts.load_classifier");
+  CHECK(options.head == "mlp");
+  CHECK(options.head_hidden_size == 50);
+  CHECK(options.num_labels == 3);
+  CHECK(options.device == torch::Device(torch::kCPU));
+  CHECK(options.ignore_mismatched_sizes);
+  CHECK(LoadOptions::from_json(json{{"head", "hf"}}, "ts.load_classifier").head == "linear");
+  const auto defaults = LoadOptions::from_json(nullptr, "ts.load_classifier");
+  CHECK_FALSE(defaults.head.has_value());
+  CHECK_FALSE(defaults.num_labels.has_value());
+  CHECK_THROWS_WITH(LoadOptions::from_json(json{{"heads", "hf"}}, "ts.load_classifier"),
+                    "ts.load_classifier: unknown option 'heads' (known: head, head_hidden, num_labels, device, "
+                    "ignore_mismatched_sizes)");
+  CHECK_THROWS_WITH(LoadOptions::from_json(json{{"head", "cnn"}}, "ts.load_classifier"),
+                    Catch::Contains("head 'cnn': expected \"paper\""));
+  CHECK_THROWS_WITH(LoadOptions::from_json(json{{"num_labels", 2.5}}, "ts.load_classifier"),
+                    Catch::Contains("option 'num_labels' expects an integer"));
+}

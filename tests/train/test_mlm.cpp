@@ -4,6 +4,7 @@
 #include <set>
 
 #include "train/mlm.h"
+#include <nlohmann/json.hpp>
 
 using namespace ts;
 
@@ -244,4 +245,19 @@ TEST_CASE("the generator's draws are fixed by the seed, and only the model and t
   BertForMaskedLM small_vocabulary(config);
   CHECK_THROWS_WITH(train::replaced_token_loss(model, head, small_vocabulary, batch, 1.0, 7),
                     Catch::Contains("generator's vocabulary has 100 tokens"));
+}
+
+TEST_CASE("masking options are read strictly") {
+  using nlohmann::json;
+  const auto options = train::MaskingOptions::from_json(
+      json{{"probability", 0.2}, {"mask_share", 0.5}, {"random_share", 0.25}, {"whole_word", true}}, "ts.masker");
+  CHECK(options.probability == 0.2);
+  CHECK(options.mask_share == 0.5);
+  CHECK(options.random_share == 0.25);
+  CHECK(options.whole_word);
+  CHECK(train::MaskingOptions::from_json(nullptr, "ts.masker").probability == 0.15);
+  CHECK_THROWS_WITH(train::MaskingOptions::from_json(json{{"prob", 0.15}}, "ts.masker"),
+                    "ts.masker: unknown option 'prob' (known: probability, mask_share, random_share, whole_word)");
+  CHECK_THROWS_WITH(train::MaskingOptions::from_json(json{{"whole_word", 1}}, "ts.masker"),
+                    Catch::Contains("option 'whole_word' expects a boolean"));
 }

@@ -411,3 +411,22 @@ TEST_CASE("optimizer options are read strictly: a misspelt key is an error namin
   CHECK_THROWS_WITH(ts::train::OptimizerOptions::from_json(json{{"betas", {0.9}}}, "ts.optimizer"),
                     Catch::Contains("expected two numbers"));
 }
+
+TEST_CASE("schedule options are read strictly: total_steps is needed except for a constant rate") {
+  using nlohmann::json;
+  const auto options = ScheduleOptions::from_json(
+      json{{"kind", "cosine"}, {"warmup_steps", 2}, {"total_steps", 10}, {"cycles", 1}, {"start_step", 4}},
+      "ts.schedule");
+  CHECK(options.schedule.kind == ScheduleKind::Cosine);
+  CHECK(options.schedule.warmup_steps == 2);
+  CHECK(options.schedule.total_steps == 10);
+  CHECK(options.schedule.num_cycles == 1);
+  CHECK(options.start_step == 4);
+  CHECK(ScheduleOptions::from_json(json{{"kind", "constant"}}, "ts.schedule").schedule.kind == ScheduleKind::Constant);
+  CHECK_THROWS_WITH(ScheduleOptions::from_json(nullptr, "ts.schedule"), "ts.schedule: total_steps is required");
+  CHECK_THROWS_WITH(ScheduleOptions::from_json(json{{"total_steps", 10}, {"warmup", 1}}, "ts.schedule"),
+                    "ts.schedule: unknown option 'warmup' (known: kind, warmup_steps, total_steps, cycles, "
+                    "start_step)");
+  CHECK_THROWS_WITH(ScheduleOptions::from_json(json{{"total_steps", 10}, {"start_step", -1}}, "ts.schedule"),
+                    Catch::Contains("start_step -1 must not be negative"));
+}

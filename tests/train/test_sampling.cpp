@@ -9,7 +9,9 @@
 #include "core/error.h"
 #include "data/batching.h"
 #include "data/sampling.h"
+#include "data/seed_streams.h"
 #include "data/table.h"
+#include <nlohmann/json.hpp>
 
 using namespace ts::data;
 
@@ -220,4 +222,83 @@ TEST_CASE("batching: length buckets and padding to the longest row", "[batching]
   CHECK(wide.attention_mask.sum().item<int64_t>() == 43);
   fixed.fixed_length = 20;
   CHECK_THROWS_WITH(collate(rows, {1}, fixed), Catch::Contains("40 tokens"));
+}
+
+TEST_CASE("down-sampling, long-tail and split options are read strictly", "[sampling]") {
+  using nlohmann::json;
+  const auto down = DownsampleOptions::from_json(json{{"rate", 0.1}, {"minority", 1}, {"seed", 7}}, "ts.downsample");
+  CHECK(down.rate == 0.1);
+  CHECK(down.minority == std::vector<int64_t>{1});
+  CHECK(down.seed == 7u);
+  CHECK(down.shuffle);
+  CHECK(DownsampleOptions::from_json(json{{"minority", {0, 2}}}, "ts.downsample").minority ==
+        std::vector<int64_t>{0, 2});
+  CHECK(DownsampleOptions::from_json(nullptr, "ts.downsample").minority == std::vector<int64_t>{0});
+  CHECK_THROWS_WITH(DownsampleOptions::from_json(json{{"ratio", 0.2}}, "ts.downsample"),
+                    "ts.downsample: unknown option 'ratio' (known: rate, minority, seed, shuffle)");
+  CHECK_THROWS_WITH(DownsampleOptions::from_json(json{{"seed", -3}}, "ts.downsample"), Catch::Contains("got -3"));
+
+  const auto tail = LongTailOptions::from_json(json{{"imbalance", 10}, {"seed", 3}}, "ts.long_tail");
+  CHECK(tail.imbalance == 10);
+  CHECK(tail.counts.empty());
+  CHECK(tail.seed == 3u);
+  CHECK(LongTailOptions::from_json(json{{"counts", {5, 2}}}, "ts.long_tail").counts == std::vector<int64_t>{5, 2});
+  CHECK_THROWS_WITH(LongTailOptions::from_json(nullptr, "ts.long_tail"),
+                    "ts.long_tail: needs 'imbalance' >= 1 (n_max / n_min) or explicit 'counts'");
+  CHECK_THROWS_WITH(LongTailOptions::from_json(json{{"imbalance", 0.5}}, "ts.long_tail"),
+                    Catch::Contains("needs 'imbalance' >= 1"));
+  CHECK_THROWS_WITH(LongTailOptions::from_json(json{{"imbalanced", 10}}, "ts.long_tail"),
+                    Catch::Contains("unknown option 'imbalanced'"));
+
+  const auto split = SplitOptions::from_json(json{{"fraction", 0.25}, {"seed", 1}}, "ts.split");
+  CHECK(split.fraction == 0.25);
+  CHECK(split.seed == 1u);
+  CHECK(SplitOptions::from_json(nullptr, "ts.split").fraction == 0.1);
+  CHECK_THROWS_WITH(SplitOptions::from_json(json{{"fraction", 1}}, "ts.split"),
+                    "ts.split: fraction 1 must be in (0, 1)");
+}
+
+TEST_CASE("a long tail from an imbalance factor ranks classes by size and takes the largest head all can supply",
+          "[sampling]") {
+  // 50 rows of class 0, 80 of class 1, 30 of class 2: ranked 1, 0, 2. With imbalance 10 the shares are 1, 0.316,
+  // 0.1, so the head is min(80 / 1, 50 / 0.316, 30 / 0.1) = 80 and the profile int(80 * share) = 80, 25, 8.
+  std::vector<int64_t> labels;
+  for (const auto& [label, count] : std::vector<std::pair<int64_t, int>>{{0, 50}, {1, 80}, {2, 30}})
+    labels.insert(labels.end(), count, label);
+  LongTailOptions options;
+  options.imbalance = 10;
+  options.seed = 5;
+  const auto rows = long_tail_indices(labels, 3, options);
+  std::vector<int64_t> kept(3, 0);
+  for (const auto row : rows) ++kept[labels[row]];
+  CHECK(kept == std::vector<int64_t>{25, 80, 8});
+  CHECK(std::is_sorted(rows.begin(), rows.end()));
+  // The same rows as the explicit profile in that class order, with the same seed.
+  CHECK(rows == long_tail_indices(labels, long_tail_counts(80, 3, 10), 5, {1, 0, 2}));
+  // Explicit counts are by class id, one per class.
+  options.counts = {10, 20, 5};
+  const auto explicit_rows = long_tail_indices(labels, 3, options);
+  CHECK(explicit_rows == long_tail_indices(labels, options.counts, 5));
+  options.counts = {10, 20};
+  CHECK_THROWS_WITH(long_tail_indices(labels, 3, options), "long tail: 2 counts for 3 classes");
+}
+
+TEST_CASE("the named seed streams keep the values recorded runs were made with", "[sampling]") {
+  namespace streams = ts::data::seed_streams;
+  // The arithmetic they replaced, in experiment.lua, pretrain.lua, augment.lua and the masker's binding.
+  CHECK(streams::stage_loader(7, 1) == 7001);
+  CHECK(streams::stage_loader(190, 2) == 190002);
+  CHECK(streams::pretraining_dropout(42, 0) == 42000126);
+  CHECK(streams::pretraining_dropout(42, 5) == 42 * 1000003ull + 5);
+  CHECK(streams::pretraining_replacements(42, 5) == 42 * 1000003ull + 5 + 0x5eed);
+  CHECK(streams::training_masks(42, 3) == derive_seed(42 ^ 0x6d61736bull, 3));
+  CHECK(streams::heldout_masks(42, 3) == derive_seed(42, 3));
+  CHECK(streams::training_masks(42, 3) != streams::heldout_masks(42, 3));
+  CHECK(streams::paraphrase_request(1000, 2, 3) == 1006);
+  // Different stages, steps and passes never share a seed.
+  std::set<uint64_t> seen;
+  for (int64_t stage = 1; stage <= 3; ++stage) seen.insert(streams::stage_loader(7, stage));
+  for (int64_t pass = 0; pass < 4; ++pass)
+    for (int64_t choice = 0; choice < 3; ++choice) seen.insert(streams::paraphrase_request(50, pass, 3) + choice);
+  CHECK(seen.size() == 3 + 12);
 }

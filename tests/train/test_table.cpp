@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "data/table.h"
+#include <nlohmann/json.hpp>
 
 using ts::data::Dataset;
 using ts::data::EmptyTextPolicy;
@@ -280,4 +281,31 @@ TEST_CASE("the shared data sets load", "[table][data]") {
   Dataset questions = read_table("../shared/data/trec/train.tsv", trec);
   CHECK(questions.class_names == std::vector<std::string>{"ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"});
   CHECK(questions.class_counts() == std::vector<int64_t>{86, 1162, 1250, 1223, 835, 896});
+}
+
+TEST_CASE("table options are read strictly from a recipe's table", "[table]") {
+  using nlohmann::json;
+  const auto options = TableOptions::from_json(
+      json{{"text", "sentence"}, {"pair", "hypothesis"}, {"label", false}, {"classes", {"neg", "pos"}},
+           {"format", "tsv"}, {"empty_text", "drop"}},
+      "ts.read_table");
+  CHECK(options.text_column == "sentence");
+  CHECK(options.pair_column == "hypothesis");
+  CHECK(options.label_column.empty());
+  CHECK(options.classes == std::vector<std::string>{"neg", "pos"});
+  CHECK(options.format == TableFormat::Tsv);
+  CHECK(options.empty_text == EmptyTextPolicy::Drop);
+  const auto defaults = TableOptions::from_json(nullptr, "ts.read_table");
+  CHECK(defaults.text_column == "text");
+  CHECK(defaults.label_column == "label");
+  CHECK(defaults.format == TableFormat::Auto);
+  CHECK(TableOptions::from_json(json{{"format", "json"}}, "ts.read_table").format == TableFormat::Jsonl);
+  CHECK_THROWS_WITH(TableOptions::from_json(json{{"txt", "sentence"}}, "ts.read_table"),
+                    "ts.read_table: unknown option 'txt' (known: text, pair, label, classes, format, empty_text)");
+  CHECK_THROWS_WITH(TableOptions::from_json(json{{"label", true}}, "ts.read_table"),
+                    Contains("option 'label' expects a column name or false"));
+  CHECK_THROWS_WITH(TableOptions::from_json(json{{"format", "xlsx"}}, "ts.read_table"),
+                    Contains("format 'xlsx': expected csv, tsv, jsonl or auto"));
+  CHECK_THROWS_WITH(TableOptions::from_json(json{{"empty_text", "keep"}}, "ts.read_table"),
+                    Contains("empty_text 'keep'"));
 }

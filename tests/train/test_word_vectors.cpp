@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "train/word_vectors.h"
+#include <nlohmann/json.hpp>
 
 using namespace ts;
 
@@ -131,4 +132,25 @@ TEST_CASE("word vectors go into a masked LM's word embeddings centred and scaled
   BertForMaskedLM other(wider);
   CHECK_THROWS_WITH(train::set_word_embeddings(other, vectors, 0.02), Catch::Contains("do not fit"));
   CHECK_THROWS_WITH(train::set_word_embeddings(model, vectors, 0.0), Catch::Contains("standard deviation"));
+}
+
+TEST_CASE("skip-gram options are read strictly") {
+  using nlohmann::json;
+  const auto options = train::SkipGramOptions::from_json(
+      json{{"dimension", 32}, {"window", 2}, {"negatives", 3}, {"epochs", 1}, {"lr", 0.05}, {"subsample", 0},
+           {"min_count", 1}, {"seed", 8}},
+      "corpus:word_vectors");
+  CHECK(options.dimension == 32);
+  CHECK(options.window == 2);
+  CHECK(options.negatives == 3);
+  CHECK(options.epochs == 1);
+  CHECK(options.learning_rate == 0.05);
+  CHECK(options.subsample == 0);
+  CHECK(options.min_count == 1);
+  CHECK(options.seed == 8u);
+  CHECK(train::SkipGramOptions::from_json(nullptr, "corpus:word_vectors").dimension == 256);
+  CHECK_THROWS_WITH(train::SkipGramOptions::from_json(json{{"dim", 8}}, "corpus:word_vectors"),
+                    Catch::Contains("corpus:word_vectors: unknown option 'dim'"));
+  CHECK_THROWS_WITH(train::SkipGramOptions::from_json(json{{"window", 1.5}}, "corpus:word_vectors"),
+                    Catch::Contains("option 'window' expects an integer"));
 }
