@@ -20,6 +20,7 @@
 namespace ts::lua {
 
 TWOSTAGE_LUA_TYPE(data::Loader, "twostage.Loader");
+TWOSTAGE_LUA_TYPE(data::EpochBatches, "twostage.EpochBatches");
 
 data::Dataset& check_dataset(lua_State* L, int index) { return check<data::Dataset>(L, index); }
 
@@ -283,20 +284,15 @@ int loader_new(lua_State* L) {
   return 1;
 }
 
-// The plan of one epoch; the iterator's upvalues are (loader, plan, position).
-struct EpochPlan {
-  static constexpr const char* kLuaType = "twostage.EpochPlan";
-  std::vector<std::vector<int64_t>> batches;
-};
-
+// The iterator's upvalues are (loader, its EpochBatches, position): the loader upvalue keeps alive what the epoch's
+// batches refer to.
 int epoch_iterator(lua_State* L) {
-  const auto& loader = loader_at(L, lua_upvalueindex(1));
-  const auto& plan = check<EpochPlan>(L, lua_upvalueindex(2));
+  const auto& batches = check<data::EpochBatches>(L, lua_upvalueindex(2));
   const auto position = static_cast<size_t>(lua_tonumber(L, lua_upvalueindex(3)));
-  if (position >= plan.batches.size()) return 0;
+  if (position >= batches.size()) return 0;
   lua_pushnumber(L, static_cast<lua_Number>(position + 1));
   lua_replace(L, lua_upvalueindex(3));
-  push_batch(L, loader.batch(plan.batches[position]));
+  push_batch(L, batches[position]);
   return 1;
 }
 
@@ -307,7 +303,7 @@ int loader_epoch(lua_State* L) {
   const auto& loader = loader_at(L, 1);
   const auto epoch = static_cast<int64_t>(luaL_checknumber(L, 2));
   lua_pushvalue(L, 1);
-  push_new<EpochPlan>(L, EpochPlan{loader.plan(epoch)});
+  push_new<data::EpochBatches>(L, loader.batches(epoch));
   lua_pushnumber(L, 0);
   lua_pushcclosure(L, guarded<epoch_iterator>, 3);
   return 1;

@@ -77,6 +77,8 @@ std::vector<std::vector<int64_t>> Loader::plan(int64_t epoch) const {
   return plan_batches(sampler_->epoch(epoch), lengths_, batching_, seeds_.buckets(epoch));
 }
 
+EpochBatches Loader::batches(int64_t epoch) const { return EpochBatches(*this, plan(epoch)); }
+
 Batch Loader::batch(const std::vector<int64_t>& rows) const {
   if (!trunk_) return collate(rows_, rows, batching_);
   Batch batch;

@@ -3,7 +3,9 @@
 // the row order, the plan cuts it into batches (bucketed by length if asked) and each batch is collated as it is
 // asked for: token ids, or, once the frozen trunk is cached, its hidden states. Recipes reach it through ts.loader;
 // `twostage predict` and tokenizer:batch use its token_rows and collate.
+#include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -55,6 +57,8 @@ struct LoaderSeeds {
   uint32_t buckets(int64_t epoch) const { return derive_seed(seed, epoch); }
 };
 
+class EpochBatches;
+
 class Loader {
  public:
   Loader(const Dataset& dataset, const text::Tokenizer& tokenizer, const LoaderOptions& options);
@@ -67,6 +71,9 @@ class Loader {
   std::vector<std::vector<int64_t>> plan(int64_t epoch) const;
   // The batch of `rows`: token ids, or the cached trunk's hidden states after cache_trunk.
   Batch batch(const std::vector<int64_t>& rows) const;
+  // The batches of epoch `epoch` in plan order, each collated only when it is reached:
+  //   for (const data::Batch& batch : loader.batches(epoch)) ...
+  EpochBatches batches(int64_t epoch) const;
 
   // Runs the model's embeddings and layers below `start_layer` once per row, in eval mode and without gradients,
   // and keeps their hidden states; from then on batches carry them, so the model runs only the layers from
@@ -86,6 +93,47 @@ class Loader {
   LoaderSeeds seeds_;
   std::unique_ptr<Sampler> sampler_;
   std::unique_ptr<train::FrozenTrunkCache> trunk_;
+};
+
+// One epoch's plan and the loader that collates it. It refers to the loader, which must outlive it; a batch is made
+// when it is reached, so a cached trunk's states are copied one batch at a time, never all at once.
+class EpochBatches {
+ public:
+  EpochBatches(const Loader& loader, std::vector<std::vector<int64_t>> plan)
+      : loader_(&loader), plan_(std::move(plan)) {}
+
+  size_t size() const { return plan_.size(); }
+  const std::vector<std::vector<int64_t>>& plan() const { return plan_; }
+  Batch operator[](size_t position) const { return loader_->batch(plan_.at(position)); }
+
+  class iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;
+    using value_type = Batch;
+    using difference_type = std::ptrdiff_t;
+    using pointer = void;
+    using reference = Batch;
+
+    Batch operator*() const { return (*batches_)[position_]; }
+    iterator& operator++() {
+      ++position_;
+      return *this;
+    }
+    bool operator==(const iterator& other) const { return position_ == other.position_; }
+    bool operator!=(const iterator& other) const { return position_ != other.position_; }
+
+   private:
+    friend class EpochBatches;
+    iterator(const EpochBatches* batches, size_t position) : batches_(batches), position_(position) {}
+    const EpochBatches* batches_;
+    size_t position_;
+  };
+  iterator begin() const { return {this, 0}; }
+  iterator end() const { return {this, plan_.size()}; }
+
+ private:
+  const Loader* loader_;
+  std::vector<std::vector<int64_t>> plan_;
 };
 
 // The model on a batch, whichever it carries: token ids run the whole model, cached hidden states only the layers

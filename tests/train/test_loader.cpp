@@ -78,6 +78,27 @@ TEST_CASE("a loader's plan covers every row once an epoch, depends only on seed 
   }
 }
 
+TEST_CASE("batches(epoch) gives the plan's batches in order, each collated as batch(rows) collates it") {
+  const auto data = small_dataset();
+  data::LoaderOptions options;
+  options.batch_size = 3;
+  options.seed = 9;
+  const data::Loader loader(data, tokenizer(), options);
+  const auto plan = loader.plan(2);
+  const auto epoch = loader.batches(2);
+  REQUIRE(epoch.size() == plan.size());
+  CHECK(epoch.plan() == plan);
+  size_t position = 0;
+  for (const data::Batch& batch : epoch) {
+    REQUIRE(position < plan.size());
+    CHECK(batch.indices == plan[position]);
+    CHECK(batch.input_ids.equal(loader.batch(plan[position]).input_ids));
+    ++position;
+  }
+  CHECK(position == plan.size());
+  CHECK(loader.batches(3).plan() != plan);
+}
+
 TEST_CASE("the named seed streams are the ones recorded runs used: order and buckets of an epoch from derive_seed") {
   const data::LoaderSeeds seeds{7042};
   CHECK(seeds.order(3) == data::derive_seed(7042, 3));
