@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "common.h"
@@ -96,10 +97,13 @@ std::pair<double, std::string> sgemm_limit{0.0, ""};
 // One line: the fused node, LibTorch's operators, the products alone (medians t[0..2]), and what lies outside them;
 // `product_flops` gives the products' rate, against the best verified sgemm when it was measured.
 void report(const std::string& what, const std::vector<double>& t, double product_flops) {
+  // The fused node can finish within the products' own time (its products run on warmer caches): no ratio then.
+  const std::string ratio = t[0] > t[2] ? fmt::format("{:.1f}x", (t[1] - t[2]) / (t[0] - t[2]))
+                                        : std::string("fused within the products' time");
   std::printf("%s, forward + backward: fused %.2f ms, torch %.2f ms, products alone %.2f ms; outside the products: "
-              "fused %.2f ms, torch %.2f ms (%.1fx)\n",
+              "fused %.2f ms, torch %.2f ms (%s)\n",
               what.c_str(), 1e3 * t[0], 1e3 * t[1], 1e3 * t[2], 1e3 * (t[0] - t[2]), 1e3 * (t[1] - t[2]),
-              (t[1] - t[2]) / std::max(1e-9, t[0] - t[2]));
+              ratio.c_str());
   const double rate = product_flops / t[2] / 1e9;
   if (sgemm_limit.first > 0)
     std::printf("    products at %.1f GFLOP/s, %.1f%% of the best verified sgemm 1024³ (%s, %.1f GFLOP/s)\n", rate,
