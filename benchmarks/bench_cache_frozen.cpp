@@ -12,7 +12,6 @@
 //                      [--data ../shared/data/sst2/train.tsv] [--vocab ../shared/data/vocab/bert-base-uncased]
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -57,14 +56,6 @@ Args parse(int argc, char** argv) {
   }, refuse);
   if (a.steps < 1 || a.cache_rows < a.batch) ts::fail("--steps must be >= 1 and --cache-rows >= --batch");
   return a;
-}
-
-double peak_rss_mib() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
-  return -1.0;
 }
 
 using Clock = std::chrono::steady_clock;
@@ -179,7 +170,7 @@ int main(int argc, char** argv) try {
                 plain_total, cached_total, plain_total / cached_total);
   }
   std::printf("the cache for all %.0f rows: %.0f MiB; peak resident memory of this run %.0f MiB\n", rows_total,
-              rows_total * bytes_per_row / (1 << 20), peak_rss_mib());
+              rows_total * bytes_per_row / (1 << 20), ts::bench::peak_rss_mib());
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "bench_cache_frozen: %s\n", e.what());

@@ -16,7 +16,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
-#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
@@ -69,15 +68,6 @@ double process_cpu_seconds() {
   timespec t{};
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
   return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
-}
-
-double peak_rss_mib() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
-  }
-  return -1.0;
 }
 
 struct Mode {
@@ -210,7 +200,7 @@ int main(int argc, char** argv) try {
     }
     result.seconds_per_step = timed / args.steps;
     result.tokens_per_step /= args.steps;
-    result.peak_mib = peak_rss_mib();
+    result.peak_mib = ts::bench::peak_rss_mib();
     results[mode.name] = result;
     std::printf("%-28s %7.3f s/step, %.3f CPU s/step (forward %.3f, backward %.3f, update %.3f)  %5.0f tokens/step  epoch: %lld batches, "
                 "%.2fM padded tokens  peak RSS %.0f MiB\n",

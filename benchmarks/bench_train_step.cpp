@@ -110,12 +110,6 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-double peak_rss_mib() {
-  rusage usage{};
-  ::getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
-}
-
 long minor_page_faults() {
   rusage usage{};
   ::getrusage(RUSAGE_SELF, &usage);
@@ -327,7 +321,7 @@ int main(int argc, char** argv) {
           "seq %4lld%s: train step %.3f s (median of %d) = %.1f GFLOP/s; matmul reference %.3f s = %.1f GFLOP/s; "
           "ratio %.1f%% (target >= 90%%); %.1f GFLOP per step; peak RSS %.0f MiB\n",
           static_cast<long long>(seq), label, step_time, options.steps, model_rate, reference_time, reference_rate,
-          100.0 * model_rate / reference_rate, flops / 1e9, peak_rss_mib());
+          100.0 * model_rate / reference_rate, flops / 1e9, ts::bench::peak_rss_mib());
       if (!kernels.empty()) {
         // The limit: the best verified kernel's rate on these very products, each timed alone in a process of its
         // own, and on sgemm 1024³.

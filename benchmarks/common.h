@@ -1,6 +1,7 @@
 #pragma once
 // Helpers the benchmarks share: option values, medians, interleaved timing, OpenBLAS's thread count.
 #include <dlfcn.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -14,6 +15,13 @@
 #include "runtime/environment.h"
 
 namespace ts::bench {
+
+// The process's peak resident memory so far, in MiB.
+inline double peak_rss_mib() {
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
 
 // "128,32" -> {128, 32}
 inline std::vector<int64_t> parse_int_list(const std::string& value) {
