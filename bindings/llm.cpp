@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "json.h"
 #include "llm/client.h"
+#include "llm/options.h"
 #include "runtime.h"
 
 namespace ts::lua {
@@ -33,83 +34,6 @@ struct LlmClient {
 };
 
 LlmClient& self(lua_State* L) { return check<LlmClient>(L, 1); }
-
-std::vector<llm::Message> check_messages(lua_State* L, int index) {
-  index = index < 0 ? lua_gettop(L) + index + 1 : index;
-  if (lua_type(L, index) == LUA_TSTRING) return {{"user", check_string(L, index)}};
-  if (lua_type(L, index) != LUA_TTABLE)
-    fail("messages: expected a string (one user message) or a list of {{role = ..., content = ...}}, got {}",
-         luaL_typename(L, index));
-  std::vector<llm::Message> messages;
-  const size_t count = lua_objlen(L, index);
-  for (size_t i = 1; i <= count; ++i) {
-    lua_rawgeti(L, index, static_cast<int>(i));
-    const int item = lua_gettop(L);
-    if (!lua_istable(L, item)) fail("messages[{}]: expected {{role = ..., content = ...}}", i);
-    auto role = opt_string_field(L, item, "role");
-    auto content = opt_string_field(L, item, "content");
-    if (!content) fail("messages[{}] has no content", i);
-    if (role && *role != "system" && *role != "user" && *role != "assistant")
-      fail("messages[{}]: role '{}' is not system, user or assistant", i, *role);
-    messages.push_back({role.value_or("user"), std::move(*content)});
-    lua_pop(L, 1);
-  }
-  if (messages.empty()) fail("messages: the list is empty");
-  return messages;
-}
-
-// Sampling fields of the table at `index` (0: no table), with the client's defaults where unset.
-void apply_fields(lua_State* L, int index, const RequestDefaults& defaults, llm::ChatRequest& request) {
-  request.temperature = defaults.temperature;
-  request.top_p = defaults.top_p;
-  request.seed = defaults.seed;
-  request.max_tokens = defaults.max_tokens;
-  if (index == 0) return;
-  if (auto value = opt_number_field(L, index, "temperature")) request.temperature = *value;
-  if (auto value = opt_number_field(L, index, "top_p")) request.top_p = *value;
-  if (auto value = opt_integer_field(L, index, "seed")) request.seed = *value;
-  if (auto value = opt_integer_field(L, index, "max_tokens")) {
-    if (*value < 1) fail("option 'max_tokens' must be at least 1, got {}", *value);
-    request.max_tokens = static_cast<int>(*value);
-  }
-  if (auto n = opt_integer_field(L, index, "n")) {
-    if (*n < 1) fail("option 'n' must be at least 1, got {}", *n);
-    request.n = static_cast<int>(*n);
-  }
-  if (auto model = opt_string_field(L, index, "model")) request.model = *model;
-  if (auto sample = opt_integer_field(L, index, "sample_index")) {
-    if (*sample < 0) fail("option 'sample_index' must be 0 or more, got {}", *sample);
-    request.sample_index = static_cast<int>(*sample);
-  }
-}
-
-#define REQUEST_FIELDS "temperature", "top_p", "seed", "max_tokens", "n", "model", "sample_index"
-
-// One request of map(): a string (one user message) or {prompt = ... | messages = ..., sampling fields}.
-llm::ChatRequest check_request(lua_State* L, int index, std::size_t position, const RequestDefaults& defaults) {
-  llm::ChatRequest request;
-  if (lua_type(L, index) == LUA_TSTRING) {
-    request.messages = {{"user", check_string(L, index)}};
-    apply_fields(L, 0, defaults, request);
-    return request;
-  }
-  if (!lua_istable(L, index))
-    fail("requests[{}]: expected a prompt string or a table {{prompt = ... or messages = ...}}, got {}", position,
-         luaL_typename(L, index));
-  check_option_keys(L, index, {"prompt", "messages", REQUEST_FIELDS}, fmt::format("requests[{}]", position).c_str());
-  lua_getfield(L, index, "messages");
-  const bool has_messages = !lua_isnil(L, -1);
-  if (has_messages) request.messages = check_messages(L, -1);
-  lua_pop(L, 1);
-  if (auto prompt = opt_string_field(L, index, "prompt")) {
-    if (has_messages) fail("requests[{}]: give either prompt or messages, not both", position);
-    request.messages = {{"user", *prompt}};
-  } else if (!has_messages) {
-    fail("requests[{}]: no prompt and no messages", position);
-  }
-  apply_fields(L, index, defaults, request);
-  return request;
-}
 
 void push_result(lua_State* L, const llm::ChatResult& result) {
   lua_createtable(L, 0, 12);
@@ -198,10 +122,8 @@ int client_new(lua_State* L) {
 // A request that fails (after its retries) raises an error with the server's message.
 int method_chat(lua_State* L) {
   auto& client = self(L);
-  check_option_keys(L, 3, {REQUEST_FIELDS}, "chat");
-  llm::ChatRequest request;
-  request.messages = check_messages(L, 2);
-  apply_fields(L, lua_isnoneornil(L, 3) ? 0 : 3, client.defaults, request);
+  luaL_checkany(L, 2);
+  const auto request = llm::chat_request_from_json(to_json(L, 2), options_json(L, 3), client.defaults, "chat");
   const auto result = client.client->complete(request);
   if (!result.ok()) fail("chat: {}", result.error);
   lua_pushlstring(L, result.texts.front().data(), result.texts.front().size());
@@ -216,31 +138,28 @@ int method_chat(lua_State* L) {
 int method_map(lua_State* L) {
   auto& client = self(L);
   luaL_checktype(L, 2, LUA_TTABLE);
-  check_option_keys(L, 3, {"label", "progress", "log_interval", "on_abort"}, "map");
-  const std::string label = opt_string_field(L, 3, "label").value_or("llm");
-  const bool progress = opt_bool_field(L, 3, "progress").value_or(true);
-  const double log_interval = opt_number_field(L, 3, "log_interval").value_or(10.0);
-  const std::string on_abort = opt_string_field(L, 3, "on_abort").value_or("error");
-  if (on_abort != "error" && on_abort != "return")
-    fail("map: on_abort must be \"error\" or \"return\", got '{}'", on_abort);
+  const auto options = llm::MapCallOptions::from_json(options_json(L, 3), "map");
 
   const size_t count = lua_objlen(L, 2);
   std::vector<llm::ChatRequest> requests;
   requests.reserve(count);
   for (size_t i = 1; i <= count; ++i) {
     lua_rawgeti(L, 2, static_cast<int>(i));
-    requests.push_back(check_request(L, lua_gettop(L), i, client.defaults));
+    const auto request = to_json(L, lua_gettop(L));
+    requests.push_back(llm::map_request_from_json(request, client.defaults, fmt::format("requests[{}]", i)));
     lua_pop(L, 1);
   }
   const auto results =
-      client.client->map(requests, {}, progress ? progress_reporter(label, log_interval) : llm::ProgressCallback{});
+      client.client->map(requests, {},
+                         options.progress ? progress_reporter(options.label, options.log_interval)
+                                          : llm::ProgressCallback{});
   const auto stats = client.client->stats();
-  if (stats.aborted && on_abort == "error") {
+  if (stats.aborted && !options.return_on_abort) {
     std::size_t completed = 0;
     for (const auto& result : results) completed += result.ok();
     const std::string cache = client.client->settings().cache_path;
-    fail("{}: {}. {} of {} requests had completed{}; fix the key in ${} and run again.", label, stats.abort_reason,
-         completed, results.size(),
+    fail("{}: {}. {} of {} requests had completed{}; fix the key in ${} and run again.", options.label,
+         stats.abort_reason, completed, results.size(),
          cache.empty() ? " (no cache: they will be asked again)" : " and are kept in the cache " + cache,
          client.client->settings().api_key_env);
   }

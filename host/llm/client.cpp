@@ -23,7 +23,6 @@
 
 #include "core/error.h"
 #include "core/log.h"
-#include "core/options.h"
 #include "llm/cache.h"
 #include "llm/sha256.h"
 
@@ -796,53 +795,6 @@ ProgressCallback terminal_progress(std::string label, double plain_interval_seco
     std::fprintf(stderr, "%s: %s\n", state->label.c_str(), line.c_str());
     std::fflush(stderr);
   };
-}
-
-ClientOptions ClientOptions::from_json(const nlohmann::json& json, const std::string& where) {
-  const OptionReader read(json, where,
-                          {"model", "base_url", "api_key_env", "concurrency", "rpm", "tpm", "timeout",
-                           "connect_timeout", "max_retries", "temperature", "top_p", "seed", "max_tokens", "cache",
-                           "backoff", "backoff_max"});
-  ClientOptions options;
-  auto& settings = options.settings;
-  settings.model = read.string("model").value_or(settings.model);
-  settings.base_url = read.string("base_url").value_or(settings.base_url);
-  settings.api_key_env = read.string("api_key_env").value_or(settings.api_key_env);
-  if (const auto value = read.integer("concurrency")) {
-    if (*value < 1) fail("{}: concurrency must be at least 1, got {}", where, *value);
-    settings.concurrency = static_cast<int>(*value);
-  }
-  const auto at_least_zero = [&](const char* key, const char* unit, double& field) {
-    if (const auto value = read.number(key)) {
-      if (*value < 0) fail("{}: {} must be {}, got {}", where, key, unit, *value);
-      field = *value;
-    }
-  };
-  const auto positive = [&](const char* key, double& field) {
-    if (const auto value = read.number(key)) {
-      if (!(*value > 0)) fail("{}: {} must be positive (seconds), got {}", where, key, *value);
-      field = *value;
-    }
-  };
-  at_least_zero("rpm", "0 (no limit) or more", settings.requests_per_minute);
-  at_least_zero("tpm", "0 (no limit) or more", settings.tokens_per_minute);
-  positive("timeout", settings.timeout_seconds);
-  positive("connect_timeout", settings.connect_timeout_seconds);
-  if (const auto value = read.integer("max_retries")) {
-    if (*value < 0) fail("{}: max_retries must be 0 or more, got {}", where, *value);
-    settings.max_attempts = static_cast<int>(*value) + 1;
-  }
-  at_least_zero("backoff", "0 or more (seconds)", settings.backoff_initial_seconds);
-  at_least_zero("backoff_max", "0 or more (seconds)", settings.backoff_max_seconds);
-  settings.cache_path = read.string("cache").value_or("");
-  options.defaults.temperature = read.number("temperature");
-  options.defaults.top_p = read.number("top_p");
-  options.defaults.seed = read.integer("seed");
-  if (const auto tokens = read.integer("max_tokens")) {
-    if (*tokens < 1) fail("{}: max_tokens must be at least 1, got {}", where, *tokens);
-    options.defaults.max_tokens = static_cast<int>(*tokens);
-  }
-  return options;
 }
 
 }  // namespace ts::llm

@@ -31,8 +31,6 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json_fwd.hpp>
-
 namespace ts::llm {
 
 struct Message {
@@ -107,24 +105,6 @@ struct ClientSettings {
   bool pause_all_on_rate_limit = true;
   std::string cache_path;  // SQLite file; empty: no cache
   std::uint64_t jitter_seed = 0x5eed;  // backoff jitter is seeded so that test runs are reproducible
-};
-
-// Sampling fields a client applies to every request that does not set them itself.
-struct RequestDefaults {
-  std::optional<double> temperature;
-  std::optional<double> top_p;
-  std::optional<std::int64_t> seed;
-  std::optional<int> max_tokens;
-};
-
-// What a recipe's client table sets: the client's settings and its requests' defaults.
-struct ClientOptions {
-  ClientSettings settings;
-  RequestDefaults defaults;
-
-  // {model, base_url, api_key_env, concurrency, rpm, tpm, timeout, connect_timeout, max_retries, backoff,
-  //  backoff_max, cache, temperature, top_p, seed, max_tokens}; unknown keys are errors naming `where`.
-  static ClientOptions from_json(const nlohmann::json& options, const std::string& where);
 };
 
 // Counters over the Client's life (or since reset_stats()).
