@@ -3,6 +3,7 @@
 // 0-based as in the data files.
 #include <cmath>
 
+#include "core/options.h"
 #include "data.h"
 
 #include "data/batching.h"
@@ -338,8 +339,9 @@ int loader_cache_trunk(lua_State* L) {
   auto& loader = loader_at(L, 1);
   auto& model = check_classifier(L, 2);
   const auto start_layer = static_cast<int64_t>(luaL_checknumber(L, 3));
-  check_option_keys(L, 4, {"batch_size"}, "loader:cache_trunk");
-  const auto batch_size = static_cast<int64_t>(opt_number_field(L, 4, "batch_size").value_or(64));
+  const auto table = options_json(L, 4);
+  const OptionReader read(table, "loader:cache_trunk", {"batch_size"});
+  const auto batch_size = read.integer("batch_size").value_or(64);
   lua_pushnumber(L, static_cast<lua_Number>(loader.cache_trunk(model, start_layer, batch_size)));
   return 1;
 }

@@ -1,5 +1,6 @@
 // Models in Lua: a sequence classifier (Hugging Face's linear head or the paper's MLP head) loaded from a Hugging Face
 // folder or built from a config; forward on a batch table; parameters by name; train/eval; save.
+#include "core/options.h"
 #include "model.h"
 
 #include "data.h"
@@ -179,9 +180,10 @@ int method_save(lua_State* L) {
   auto& model = self(L);
   const std::string folder = check_string(L, 2);
   check_write(L, folder);
-  check_option_keys(L, 3, {"fp16"}, "model:save");
+  const auto table = options_json(L, 3);
+  const OptionReader read(table, "model:save", {"fp16"});
   SaveOptions options;
-  options.fp16 = opt_bool_field(L, 3, "fp16").value_or(false);
+  options.fp16 = read.boolean("fp16").value_or(false);
   options.tokenizer_from = model.source;
   save_pretrained(model.module, folder, options);
   return 0;

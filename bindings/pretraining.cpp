@@ -97,8 +97,9 @@ train::MaskedBatch to_masked_batch(lua_State* L, int index) {
 int method_loss(lua_State* L) {
   auto& model = self(L).module;
   const auto batch = to_masked_batch(L, 2);
-  check_option_keys(L, 3, {"bag_of_words"}, "masked_lm:loss");
-  const auto result = train::masked_lm_loss(model, batch, opt_number_field(L, 3, "bag_of_words").value_or(0.0));
+  const auto table = options_json(L, 3);
+  const auto bag_of_words = OptionReader(table, "masked_lm:loss", {"bag_of_words"}).number("bag_of_words");
+  const auto result = train::masked_lm_loss(model, batch, bag_of_words.value_or(0.0));
   push_tensor(L, result.loss);
   lua_pushnumber(L, static_cast<lua_Number>(result.correct));
   lua_pushnumber(L, static_cast<lua_Number>(result.count));
@@ -143,11 +144,14 @@ int method_replaced_token_loss(lua_State* L) {
   const auto batch = to_masked_batch(L, 2);
   auto& generator = check<MaskedLM>(L, 3).module;
   auto head = check_detection_head(L, 4);
-  check_option_keys(L, 5, {"weight", "seed", "temperature"}, "masked_lm:replaced_token_loss");
-  const auto weight = opt_number_field(L, 5, "weight").value_or(50.0);
-  const auto seed = static_cast<uint64_t>(opt_number_field(L, 5, "seed").value_or(0));
-  const auto temperature = opt_number_field(L, 5, "temperature").value_or(1.0);
-  const auto result = train::replaced_token_loss(model, head, generator, batch, weight, seed, temperature);
+  const auto table = options_json(L, 5);
+  const OptionReader read(table, "masked_lm:replaced_token_loss", {"weight", "seed", "temperature"});
+  const auto weight = read.number("weight").value_or(50.0);
+  const auto seed = read.integer("seed").value_or(0);
+  if (seed < 0) fail("masked_lm:replaced_token_loss: seed {} must not be negative", seed);
+  const auto temperature = read.number("temperature").value_or(1.0);
+  const auto result =
+      train::replaced_token_loss(model, head, generator, batch, weight, static_cast<uint64_t>(seed), temperature);
   push_tensor(L, result.loss);
   lua_createtable(L, 0, 7);
   const auto set = [L](const char* name, double value) {
@@ -177,8 +181,9 @@ int method_set_word_embeddings(lua_State* L) {
   lua_getfield(L, 2, "min_count");
   vectors.min_count = static_cast<int64_t>(luaL_optnumber(L, -1, 1));
   lua_pop(L, 3);
-  check_option_keys(L, 3, {"std"}, "masked_lm:set_word_embeddings");
-  const auto deviation = opt_number_field(L, 3, "std").value_or(model->config.initializer_range);
+  const auto table = options_json(L, 3);
+  const OptionReader read(table, "masked_lm:set_word_embeddings", {"std"});
+  const auto deviation = read.number("std").value_or(model->config.initializer_range);
   lua_pushnumber(L, static_cast<lua_Number>(train::set_word_embeddings(model, vectors, deviation)));
   return 1;
 }

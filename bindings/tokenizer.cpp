@@ -1,7 +1,9 @@
 // ts.tokenizer(path): a WordPiece tokenizer exact to Hugging Face's BertTokenizer.
+#include "core/options.h"
 #include "data.h"
 #include "data/batching.h"
 #include "data/loader.h"
+#include "json.h"
 #include "runtime.h"
 #include "tensor.h"
 #include "text/tokenizer.h"
@@ -43,17 +45,13 @@ int method_encode(lua_State* L) {
 // Padded to the longest row unless pad_to fixes the length.
 int method_batch(lua_State* L) {
   const auto texts = check_string_list(L, 2);
-  check_option_keys(L, 3, {"pairs", "max_length", "pad_to"}, "tokenizer:batch");
-  std::vector<std::string> pairs;
-  if (lua_istable(L, 3)) {
-    lua_getfield(L, 3, "pairs");
-    if (!lua_isnil(L, -1)) pairs = check_string_list(L, lua_gettop(L));
-    lua_pop(L, 1);
-  }
+  const auto table = options_json(L, 3);
+  const OptionReader read(table, "tokenizer:batch", {"pairs", "max_length", "pad_to"});
+  const auto pairs = read.strings("pairs").value_or(std::vector<std::string>{});
   if (!pairs.empty() && pairs.size() != texts.size())
     fail("batch: {} texts but {} pairs", texts.size(), pairs.size());
-  const int max_length = static_cast<int>(opt_number_field(L, 3, "max_length").value_or(0));
-  const auto pad_to = opt_number_field(L, 3, "pad_to");
+  const int max_length = static_cast<int>(read.integer("max_length").value_or(0));
+  const auto pad_to = read.integer("pad_to");
   const auto rows = data::token_rows(self(L).encode_batch(texts, pairs.empty() ? nullptr : &pairs, max_length), true);
   data::BatchingOptions options;
   options.pad_id = self(L).pad_id();

@@ -94,14 +94,6 @@ std::optional<double> opt_number_field(lua_State* L, int table, const char* key)
   return opt_field(L, table, key, LUA_TNUMBER, "a number", [L](int index) { return lua_tonumber(L, index); });
 }
 
-std::optional<int64_t> opt_integer_field(lua_State* L, int table, const char* key) {
-  const auto value = opt_number_field(L, table, key);
-  if (!value) return std::nullopt;
-  if (*value != std::floor(*value) || std::fabs(*value) > 9.007199254740992e15)
-    fail("option '{}' expects a whole number, got {}", key, *value);
-  return static_cast<int64_t>(*value);
-}
-
 std::optional<bool> opt_bool_field(lua_State* L, int table, const char* key) {
   return opt_field(L, table, key, LUA_TBOOLEAN, "a boolean",
                    [L](int index) { return static_cast<bool>(lua_toboolean(L, index)); });

@@ -108,8 +108,8 @@ T* test(lua_State* L, int index) {
 }
 
 // ---- arguments and option tables --------------------------------------------------------------------------------
-// Host options structs read their tables strictly through from_json (core/options.h, bindings/json.h's
-// options_json); these are for positional arguments and the few tables a binding reads itself.
+// Option tables are read strictly in host (core/options.h's OptionReader over bindings/json.h's options_json); these
+// are for positional arguments and the few tables JSON cannot carry (tensors, userdata, a dataset's columns).
 std::string check_string(lua_State* L, int index);
 std::vector<std::string> check_string_list(lua_State* L, int index);
 // Lists of numbers; `what` names the argument in errors ("labels: item 3 is a string, expected an integer").
@@ -119,7 +119,6 @@ std::vector<int64_t> check_integer_list(lua_State* L, int index, const char* wha
 // table[key] when present; an absent table or key gives nullopt, another Lua type an error naming the key.
 std::optional<std::string> opt_string_field(lua_State* L, int table, const char* key);
 std::optional<double> opt_number_field(lua_State* L, int table, const char* key);
-std::optional<int64_t> opt_integer_field(lua_State* L, int table, const char* key);  // no fractional part
 std::optional<bool> opt_bool_field(lua_State* L, int table, const char* key);
 
 // Fails, naming `where` and listing `known`, on a string key of the option table at `index` that is not in `known`:

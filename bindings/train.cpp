@@ -2,6 +2,7 @@
 // metrics (ts.metrics, ts.mean_std) and ts.no_grad. The loop itself is Lua (scripts/twostage/train.lua).
 #include <memory>
 
+#include "core/options.h"
 #include "json.h"
 #include "model.h"
 #include "runtime.h"
@@ -118,8 +119,8 @@ int optimizer_new(lua_State* L) {
 // step, in one pass over the gradients (which are left unclipped)
 int optimizer_step(lua_State* L) {
   auto& optimizer = optimizer_at(L, 1);
-  check_option_keys(L, 2, {"clip"}, "optimizer:step");
-  if (const auto clip = opt_number_field(L, 2, "clip")) {
+  const auto table = options_json(L, 2);
+  if (const auto clip = OptionReader(table, "optimizer:step", {"clip"}).number("clip")) {
     lua_pushnumber(L, train::clip_grad_norm_and_step(*optimizer.optimizer, optimizer.parameters, *clip));
     return 1;
   }
@@ -224,20 +225,22 @@ std::vector<int64_t> class_ids(lua_State* L, int index) {
 // metrics(labels, predictions, {num_classes = C}) with predictions a list or 1-d tensor of class ids.
 int metrics(lua_State* L) {
   const auto truth = class_ids(L, 1);
-  check_option_keys(L, 3, {"num_classes", "scores"}, "ts.metrics");
-  const auto num_classes = opt_number_field(L, 3, "num_classes");
+  const auto table = options_json(L, 3);
+  const OptionReader read(table, "ts.metrics", {"num_classes", "scores"});
+  const auto num_classes = read.integer("num_classes");
+  const auto score_kind = read.string("scores").value_or("logits");
+  if (score_kind != "logits" && score_kind != "probabilities")
+    fail("ts.metrics: scores '{}': expected \"logits\" or \"probabilities\"", score_kind);
   const auto* scores = lua_istable(L, 2) ? nullptr : &check_tensor(L, 2);
   if (scores && scores->dim() == 2) {
     const auto matrix = scores->detach().to(torch::kCPU, torch::kDouble).contiguous();
     const std::vector<double> values(matrix.data_ptr<double>(), matrix.data_ptr<double>() + matrix.numel());
-    const auto kind = opt_string_field(L, 3, "scores").value_or("logits") == "probabilities"
-                          ? train::ScoreKind::Probabilities
-                          : train::ScoreKind::Logits;
+    const auto kind = score_kind == "probabilities" ? train::ScoreKind::Probabilities : train::ScoreKind::Logits;
     push_json(L, train::evaluate_scores(truth, values, matrix.size(1), kind).to_json());
     return 1;
   }
   if (!num_classes) fail("metrics: num_classes is required with predicted class ids");
-  push_json(L, train::evaluate_predictions(truth, class_ids(L, 2), static_cast<int64_t>(*num_classes)).to_json());
+  push_json(L, train::evaluate_predictions(truth, class_ids(L, 2), *num_classes).to_json());
   return 1;
 }
 
