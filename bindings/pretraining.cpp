@@ -147,11 +147,9 @@ int method_replaced_token_loss(lua_State* L) {
   const auto table = options_json(L, 5);
   const OptionReader read(table, "masked_lm:replaced_token_loss", {"weight", "seed", "temperature"});
   const auto weight = read.number("weight").value_or(50.0);
-  const auto seed = read.integer("seed").value_or(0);
-  if (seed < 0) fail("masked_lm:replaced_token_loss: seed {} must not be negative", seed);
+  const auto seed = read.seed("seed").value_or(0);
   const auto temperature = read.number("temperature").value_or(1.0);
-  const auto result =
-      train::replaced_token_loss(model, head, generator, batch, weight, static_cast<uint64_t>(seed), temperature);
+  const auto result = train::replaced_token_loss(model, head, generator, batch, weight, seed, temperature);
   push_tensor(L, result.loss);
   lua_createtable(L, 0, 7);
   const auto set = [L](const char* name, double value) {

@@ -67,9 +67,7 @@ ContextualSubstitutionConfig ContextualSubstitutionConfig::from_json(const nlohm
   options.temperature = read.number("temperature").value_or(options.temperature);
   options.max_length = static_cast<int>(read.integer("max_length").value_or(options.max_length));
   options.batch_size = static_cast<int>(read.integer("batch_size").value_or(options.batch_size));
-  const auto seed = read.integer("seed").value_or(42);
-  if (seed < 0) fail("{}: seed must be a whole number of 0 or more, got {}", where, seed);
-  config.seed = static_cast<std::uint64_t>(seed);
+  config.seed = read.seed("seed").value_or(config.seed);
   config.device = runtime::check_device(read.string("device").value_or(config.device));
   return config;
 }

@@ -46,9 +46,7 @@ EdaConfig EdaConfig::from_json(const nlohmann::json& json, const std::string& wh
   config.options.alpha_ri = fraction("alpha_ri", alpha);
   config.options.alpha_rs = fraction("alpha_rs", alpha);
   config.options.p_rd = fraction("p_rd", alpha);
-  const auto seed = read.integer("seed").value_or(42);
-  if (seed < 0) fail("{}: seed must be a whole number of 0 or more, got {}", where, seed);
-  config.seed = static_cast<std::uint64_t>(seed);
+  config.seed = read.seed("seed").value_or(config.seed);
   config.wordnet = read.string("wordnet").value_or(config.wordnet);
   return config;
 }

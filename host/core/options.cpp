@@ -109,6 +109,13 @@ std::optional<std::vector<int64_t>> OptionReader::integers(const char* key) cons
   return out;
 }
 
+std::optional<uint64_t> OptionReader::seed(const char* key) const {
+  const auto value = integer(key);
+  if (!value) return std::nullopt;
+  if (*value < 0) fail("{}: {} must be a whole number of 0 or more, got {}", where_, key, *value);
+  return static_cast<uint64_t>(*value);
+}
+
 std::optional<uint32_t> OptionReader::seed32(const char* key) const {
   const auto value = integer(key);
   if (!value) return std::nullopt;

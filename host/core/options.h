@@ -28,7 +28,9 @@ class OptionReader {
   std::optional<std::vector<std::string>> strings(const char* key) const;
   std::optional<std::vector<double>> numbers(const char* key) const;
   std::optional<std::vector<int64_t>> integers(const char* key) const;
-  // A seed of the 32-bit streams (pandas' random_state, the samplers): a whole number in [0, 2^32).
+  // A seed: a whole number of 0 or more; seed32 for the 32-bit streams (pandas' random_state, the samplers), a
+  // whole number in [0, 2^32).
+  std::optional<uint64_t> seed(const char* key) const;
   std::optional<uint32_t> seed32(const char* key) const;
   // The raw value, for options a struct reads itself (several accepted types).
   const nlohmann::json* find(const char* key) const;

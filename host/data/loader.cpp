@@ -28,9 +28,7 @@ LoaderOptions LoaderOptions::from_json(const nlohmann::json& json, const std::st
   if (options.batch_size < 1) fail("{}: batch_size {} must be at least 1", where, options.batch_size);
   options.max_length = static_cast<int>(read.integer("max_length").value_or(options.max_length));
   if (const auto sampler = read.string("sampler")) options.sampler = sampler_kind_from_name(*sampler);
-  const auto seed = read.integer("seed").value_or(0);
-  if (seed < 0) fail("{}: seed {} must not be negative", where, seed);
-  options.seed = static_cast<uint64_t>(seed);
+  options.seed = read.seed("seed").value_or(0);
   const std::string padding = read.string("padding").value_or("longest");
   if (padding == "fixed")
     options.padding = Padding::Fixed;

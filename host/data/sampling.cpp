@@ -251,19 +251,16 @@ std::vector<int64_t> long_tail_indices(const std::vector<int64_t>& labels, int64
       fail("long tail: {} counts for {} classes", options.counts.size(), num_classes);
     return long_tail_indices(labels, options.counts, options.seed);
   }
-  std::vector<int64_t> present(static_cast<size_t>(std::max<int64_t>(num_classes, 0)), 0);
-  for (const int64_t label : labels) {
-    if (label < 0 || label >= num_classes) fail("long tail: label {} is outside the {} classes", label, num_classes);
-    ++present[static_cast<size_t>(label)];
-  }
-  std::vector<int64_t> order(present.size());
+  const auto rows = rows_by_class(labels, num_classes);
+  const auto present = [&](int64_t c) { return static_cast<double>(rows[static_cast<size_t>(c)].size()); };
+  std::vector<int64_t> order(rows.size());
   std::iota(order.begin(), order.end(), int64_t{0});
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return present[a] > present[b]; });
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return present(a) > present(b); });
   double head = std::numeric_limits<double>::infinity();
   for (int64_t r = 0; r < num_classes; ++r) {
     const double share =
         num_classes > 1 ? std::pow(1.0 / options.imbalance, static_cast<double>(r) / (num_classes - 1)) : 1.0;
-    head = std::min(head, static_cast<double>(present[order[r]]) / share);
+    head = std::min(head, present(order[r]) / share);
   }
   const auto counts = long_tail_counts(static_cast<int64_t>(head), num_classes, options.imbalance);
   return long_tail_indices(labels, counts, options.seed, order);

@@ -8,19 +8,26 @@ namespace {
 
 #define TWOSTAGE_REQUEST_FIELDS "temperature", "top_p", "seed", "max_tokens", "n", "model", "sample_index"
 
-// The sampling fields through `read`, over the client's defaults.
-void apply_fields(const OptionReader& read, const RequestDefaults& defaults, ChatRequest& request) {
-  request.temperature = read.number("temperature");
-  if (!request.temperature) request.temperature = defaults.temperature;
-  request.top_p = read.number("top_p");
-  if (!request.top_p) request.top_p = defaults.top_p;
-  request.seed = read.integer("seed");
-  if (!request.seed) request.seed = defaults.seed;
-  request.max_tokens = defaults.max_tokens;
+// The sampling fields a client's table and a request share, read through `read`.
+RequestDefaults read_sampling(const OptionReader& read) {
+  RequestDefaults fields;
+  fields.temperature = read.number("temperature");
+  fields.top_p = read.number("top_p");
+  fields.seed = read.integer("seed");
   if (const auto tokens = read.integer("max_tokens")) {
-    if (*tokens < 1) fail("{}: option 'max_tokens' must be at least 1, got {}", read.where(), *tokens);
-    request.max_tokens = static_cast<int>(*tokens);
+    if (*tokens < 1) fail("{}: max_tokens must be at least 1, got {}", read.where(), *tokens);
+    fields.max_tokens = static_cast<int>(*tokens);
   }
+  return fields;
+}
+
+// A request's sampling fields through `read`, the client's defaults where it sets none.
+void apply_fields(const OptionReader& read, const RequestDefaults& defaults, ChatRequest& request) {
+  const auto own = read_sampling(read);
+  request.temperature = own.temperature ? own.temperature : defaults.temperature;
+  request.top_p = own.top_p ? own.top_p : defaults.top_p;
+  request.seed = own.seed ? own.seed : defaults.seed;
+  request.max_tokens = own.max_tokens ? own.max_tokens : defaults.max_tokens;
   if (const auto n = read.integer("n")) {
     if (*n < 1) fail("{}: option 'n' must be at least 1, got {}", read.where(), *n);
     request.n = static_cast<int>(*n);
@@ -71,13 +78,7 @@ ClientOptions ClientOptions::from_json(const nlohmann::json& json, const std::st
   at_least_zero("backoff", "0 or more (seconds)", settings.backoff_initial_seconds);
   at_least_zero("backoff_max", "0 or more (seconds)", settings.backoff_max_seconds);
   settings.cache_path = read.string("cache").value_or("");
-  options.defaults.temperature = read.number("temperature");
-  options.defaults.top_p = read.number("top_p");
-  options.defaults.seed = read.integer("seed");
-  if (const auto tokens = read.integer("max_tokens")) {
-    if (*tokens < 1) fail("{}: max_tokens must be at least 1, got {}", where, *tokens);
-    options.defaults.max_tokens = static_cast<int>(*tokens);
-  }
+  options.defaults = read_sampling(read);
   return options;
 }
 

@@ -19,9 +19,7 @@ SkipGramOptions SkipGramOptions::from_json(const nlohmann::json& json, const std
   options.negatives = read.integer("negatives").value_or(options.negatives);
   options.epochs = read.integer("epochs").value_or(options.epochs);
   options.min_count = read.integer("min_count").value_or(options.min_count);
-  const auto seed = read.integer("seed").value_or(static_cast<int64_t>(options.seed));
-  if (seed < 0) fail("{}: seed {} must not be negative", where, seed);
-  options.seed = static_cast<uint64_t>(seed);
+  options.seed = read.seed("seed").value_or(options.seed);
   options.learning_rate = read.number("lr").value_or(options.learning_rate);
   options.subsample = read.number("subsample").value_or(options.subsample);
   return options;

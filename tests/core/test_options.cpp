@@ -37,6 +37,9 @@ TEST_CASE("an option reader reads lists of integers and 32-bit seeds strictly") 
   CHECK(read.integers("counts") == std::vector<int64_t>{3, 1, 0});
   CHECK_THROWS_WITH(read.integers("odd"), "ts.thing: option 'odd': item 2 is 2.5, expected an integer");
   CHECK(read.seed32("seed") == 7u);
+  CHECK(read.seed("seed") == 7u);
+  CHECK(read.seed("big") == 4294967296u);  // a 64-bit seed may pass 2^32
+  CHECK_THROWS_WITH(read.seed("neg"), "ts.thing: neg must be a whole number of 0 or more, got -1");
   CHECK_THROWS_WITH(read.seed32("big"), Catch::Contains("option 'big' must be a whole number from 0 to 4294967295"));
   CHECK_THROWS_WITH(read.seed32("neg"), Catch::Contains("got -1"));
   const json empty_table{{"counts", json::object()}};

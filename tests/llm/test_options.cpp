@@ -87,6 +87,8 @@ TEST_CASE("a map request is a prompt string or a table of prompt or messages, wi
                     "requests[5]: no prompt and no messages");
   CHECK_THROWS_WITH(map_request_from_json(json(3), defaults, "requests[6]"),
                     Catch::StartsWith("requests[6]: expected a prompt string or a table"));
+  CHECK_THROWS_WITH(map_request_from_json(json{{"prompt", "p"}, {"max_tokens", 0}}, defaults, "requests[7]"),
+                    "requests[7]: max_tokens must be at least 1, got 0");
   CHECK_THROWS_WITH(map_request_from_json(json{{"prompt", "p"}, {"n", 0}}, defaults, "requests[7]"),
                     "requests[7]: option 'n' must be at least 1, got 0");
   CHECK_THROWS_WITH(map_request_from_json(json{{"prompt", "p"}, {"sample_index", -1}}, defaults, "requests[8]"),

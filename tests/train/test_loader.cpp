@@ -149,4 +149,7 @@ TEST_CASE("loader options are read strictly: a misspelt key names itself and the
                     Catch::Contains("padding 'max'"));
   CHECK_THROWS_WITH(data::LoaderOptions::from_json(json{{"batch_size", 0}}, "ts.loader"),
                     Catch::Contains("at least 1"));
+  CHECK(data::LoaderOptions::from_json(json{{"seed", 7042}}, "ts.loader").seed == 7042u);
+  CHECK_THROWS_WITH(data::LoaderOptions::from_json(json{{"seed", -1}}, "ts.loader"),
+                    "ts.loader: seed must be a whole number of 0 or more, got -1");
 }
